@@ -1,0 +1,65 @@
+"""Decode one clip into the encoder's input: mono float32 at 16 kHz.
+
+Notation: T samples. Decoding uses soundfile (libsndfile: wav/flac/ogg/mp3, 8/16/24/32-bit int and
+float), which can read just the head of a long file; resampling uses torchaudio's windowed-sinc
+resampler, the same one SpeechBrain's own audio loader applies.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16_000  # what every SpeechBrain VoxCeleb speaker encoder was trained on
+MAX_SECONDS = 60.0  # longer clips are cut to their first minute (memory stays bounded; see README)
+MIN_SECONDS = 0.1  # 10 fbank frames: shorter clips are too short for the encoders' dilated convs
+
+
+class ClipError(Exception):
+    """A clip that cannot be used; the message is the reason written to skipped.csv."""
+
+
+def probe(path: str) -> tuple[float, int]:
+    """(duration in seconds after the MAX_SECONDS cap, native sample rate), reading the header only."""
+    try:
+        info = sf.info(path)
+    except Exception as e:  # libsndfile's errors carry no stable type across versions
+        raise ClipError(f"unreadable audio: {_short(e)}") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise ClipError("empty audio (0 samples)")
+    seconds = min(info.frames / info.samplerate, MAX_SECONDS)
+    if seconds < MIN_SECONDS:
+        raise ClipError(f"too short ({seconds * 1000:.0f} ms < {MIN_SECONDS * 1000:.0f} ms)")
+    return seconds, info.samplerate
+
+
+def load(path: str) -> torch.Tensor:
+    """The clip as mono float32 at SAMPLE_RATE, at most MAX_SECONDS long.  # (T,)"""
+    try:
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            data = f.read(frames=int(MAX_SECONDS * rate), dtype="float32", always_2d=True)  # (T0, ch)
+    except Exception as e:
+        raise ClipError(f"unreadable audio: {_short(e)}") from None
+    if data.shape[0] < MIN_SECONDS * rate:
+        raise ClipError(f"too short ({data.shape[0] / rate * 1000:.0f} ms < {MIN_SECONDS * 1000:.0f} ms)")
+    if not np.isfinite(data).all():
+        raise ClipError("non-finite samples (NaN or inf)")
+    wav = torch.from_numpy(data.mean(axis=1))  # (T0,) channels mixed down
+    if rate != SAMPLE_RATE:
+        wav = _resampler(rate)(wav)  # (T,)
+    return wav
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(rate: int) -> torchaudio.transforms.Resample:
+    # One cached kernel per source rate: building it costs more than applying it to a short clip.
+    return torchaudio.transforms.Resample(rate, SAMPLE_RATE)
+
+
+def _short(e: Exception) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__

@@ -1,0 +1,175 @@
+"""Command line: `python -m audit`, the `audit` console script, and the Docker/SLURM entry points.
+
+    audit [run] --data PATH --out DIR ...   find label issues (the default command)
+
+The only module that exits: a user's mistake is one line on stderr and exit status 2.
+Heavy imports (torch, SpeechBrain, Lightning) wait until after argument parsing, so --help is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from audit.errors import UserError
+
+ACCELERATORS = ("auto", "cpu", "gpu")
+RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")  # = rank.RANK_BY
+FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+             "predicted_neq_given", "low_normalized_margin", "low_self_confidence")  # = rank.FILTER_BY
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def devices_arg(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"a positive number of devices or 'auto', got {text!r}")
+
+
+def nonneg_int(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"a whole number >= 0, got {text!r}")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options shared by `audit run` and `audit evaluate`."""
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default="fsdd",
+                   help="a folder of audio (label in the file name, or one sub-folder per class), a CSV/Parquet "
+                        "manifest with columns path,label (extra columns are kept), or 'fsdd' to download the Free "
+                        "Spoken Digit Dataset v1.0.9 (default: %(default)s)")
+    d.add_argument("--label-pattern", default=None, metavar="REGEX",
+                   help="for a folder of files: a regex with a named group 'label', searched in each file name "
+                        "(default: the text before the first '_', as in 7_jackson_32.wav)")
+    e = p.add_argument_group("embeddings")
+    e.add_argument("--encoder", default="speechbrain/spkrec-xvect-voxceleb",
+                   help="a Hugging Face id or a local folder of a SpeechBrain speaker EncoderClassifier "
+                        "(default: %(default)s, 512-d x-vectors)")
+    e.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
+                   help="as in Lightning; auto takes a GPU if there is one (default: %(default)s)")
+    e.add_argument("--devices", type=devices_arg, default="auto",
+                   help="devices per node, as in Lightning; more than one runs the embedding stage as DDP "
+                        "(default: %(default)s)")
+    e.add_argument("--num-nodes", type=int, default=1, help="nodes, as in Lightning (default: %(default)s)")
+    e.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: %(default)s)")
+    e.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "16-mixed"),
+                   help="encoder precision (default: %(default)s)")
+    e.add_argument("--batch-seconds", type=positive_float, default=None, metavar="S",
+                   help="padded audio seconds per batch (default: 8 on CPU, 256 on GPU)")
+    e.add_argument("--num-workers", type=nonneg_int, default=None, metavar="N",
+                   help="DataLoader processes decoding audio (default: cores - 1, at most 8)")
+    e.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="embedding cache, reused across runs (default: OUT/cache)")
+    h = p.add_argument_group("heads and ranking")
+    h.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    h.add_argument("--l2", type=positive_float, default=None,
+                   help="L2 penalty of the linear heads on standardized embeddings (default: 0.01)")
+    h.add_argument("--seed", type=int, default=0, help="seeds folds and training (default: %(default)s)")
+    h.add_argument("--rank-by", choices=RANK_BY, default="self_confidence",
+                   help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
+    h.add_argument("--filter-by", choices=FILTER_BY, default="prune_by_noise_rate",
+                   help="cleanlab's rule for which clips are issues (default: %(default)s)")
+    o = p.add_argument_group("output")
+    o.add_argument("--top", type=nonneg_int, default=10, help="issues to print at the end (default: %(default)s)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="audit",
+        description="Find label errors in an audio classification dataset: embed every clip with a frozen "
+                    "SpeechBrain speaker encoder, train cross-validated linear heads with Lightning, and rank "
+                    "the clips whose given label the out-of-fold probabilities disagree with (cleanlab).",
+        epilog="examples:\n  audit --data fsdd --out runs/fsdd\n"
+               "  audit --data clips/ --label-pattern '^(?P<label>\\w+)-' --out runs/mine --devices 1\n"
+               "  audit --data manifest.csv --encoder speechbrain/spkrec-ecapa-voxceleb --out runs/ecapa",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: runs/<name of --data>); refused if it holds anything else")
+    return p
+
+
+def options_from(args: argparse.Namespace):
+    from audit.pipeline import RunOptions
+
+    if args.folds < 2:
+        raise UserError(f"--folds {args.folds}: need at least 2")
+    if args.num_nodes < 1:
+        raise UserError(f"--num-nodes {args.num_nodes}: need at least 1")
+    out = args.out or str(Path("runs") / (Path(args.data.rstrip("/")).stem or "audit"))
+    return RunOptions(
+        data=args.data, out=out, label_pattern=args.label_pattern, encoder=args.encoder,
+        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+        precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
+        cache_dir=args.cache_dir, folds=args.folds, l2=args.l2, seed=args.seed, rank_by=args.rank_by,
+        filter_by=args.filter_by, progress=not args.no_progress)
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    start = time.perf_counter()
+    opts = options_from(args)
+    out = Path(opts.out)
+    from audit import outputs
+
+    outputs.prepare_out(out)
+    _quiet_libraries()
+    from audit.pipeline import run_audit
+
+    result = run_audit(opts)
+    if not _is_rank_zero():
+        return 0
+    summary = outputs.build_summary(result, opts.as_dict(), time.perf_counter() - start)
+    table = outputs.write_outputs(out, result, summary)
+    outputs.print_summary(summary, table, out, top=args.top)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"run": cmd_run}
+    command = commands.get(argv[0]) if argv else None
+    try:
+        return command(argv[1:]) if command else cmd_run(argv)
+    except UserError as e:
+        print(f"audit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("audit: interrupted; rerun the same command to resume from the embedding cache", file=sys.stderr)
+        return 130
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
+
+
+def _quiet_libraries() -> None:
+    """Lightning's tips and SpeechBrain's notices drown the progress bar; real warnings still show."""
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401  (its loggers must exist before their levels are set)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("lightning", "speechbrain")):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*custom batch sampler.*", ".*transfer_batch_to_device.*", ".*LeafSpec.*",
+                    ".*does not have many workers.*", ".*torchaudio.*deprecated.*", ".*_register_pytree_node.*"):
+        warnings.filterwarnings("ignore", message=pattern)

@@ -1,0 +1,10 @@
+"""Who made the mistake decides the error.
+
+`UserError`: the user's argument or data is wrong; the CLI prints its message as one line and exits 2.
+Internal invariants are plain `assert`s; a clip that cannot be read is not an error at all but a
+skipped row with its reason.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the user's arguments or data, explained in one plain-English line."""
