@@ -45,6 +45,8 @@ def load(path: str) -> torch.Tensor:
             data = f.read(frames=int(MAX_SECONDS * rate), dtype="float32", always_2d=True)  # (T0, ch)
     except Exception as e:
         raise ClipError(f"unreadable audio: {_short(e)}") from None
+    if data.shape[0] == 0:
+        raise ClipError("empty audio (0 samples)")
     if data.shape[0] < MIN_SECONDS * rate:
         raise ClipError(f"too short ({data.shape[0] / rate * 1000:.0f} ms < {MIN_SECONDS * 1000:.0f} ms)")
     if not np.isfinite(data).all():

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from audit import padding
 from audit.batching import Batch, ClipDataset, FixedBatches, bucket_batches, collate, probe_all
 from audit.cache import ShardStore, clip_keys
 from audit.encoder import encoder_key, load_encoder
@@ -57,6 +58,7 @@ class EncoderModule(L.LightningModule):
     def on_predict_start(self):
         # encode_batch moves its inputs to the encoder's own `device`, which Lightning doesn't update.
         self.encoder.device = self.device
+        padding.reflect_padding(self.encoder)
 
     def transfer_batch_to_device(self, batch: Batch, device, dataloader_idx):
         return Batch(batch.index, batch.wavs.to(device, non_blocking=True),
@@ -65,8 +67,15 @@ class EncoderModule(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch.index) == 0:
             return torch.empty(0, 0)
-        emb = self.encoder.encode_batch(batch.wavs, batch.lens)  # (B, 1, D)
-        return emb.squeeze(1).float().cpu()  # (B, D)
+        return encode(self.encoder, batch.wavs, batch.lens).float().cpu()  # (B, D)
+
+
+def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Embeddings (B, D) of a padded batch wavs (B, T), lens (B,), each as if encoded alone."""
+    padding.reflect_padding(encoder)
+    frames, frame_lens = padding.frame_lengths(encoder, wavs, lens)  # (B,), (B,)
+    with padding.clip_frames(encoder, frames):
+        return encoder.encode_batch(wavs, frame_lens).squeeze(1)  # (B, D)
 
 
 class ShardWriter(BasePredictionWriter):

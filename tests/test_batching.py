@@ -1,0 +1,42 @@
+import numpy as np
+import torch
+
+from audit.batching import ClipDataset, bucket_batches, collate, probe_all
+
+
+def test_buckets_cover_each_clip_once_within_budget():
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0.2, 3.0, 500)
+    d[[3, 77]] = np.nan  # unreadable clips stay out
+    batches = bucket_batches(d, batch_seconds=8.0)
+    rows = [r for b in batches for r in b]
+    assert sorted(rows) == sorted(set(range(500)) - {3, 77})
+    for b in batches:
+        assert len(b) == 1 or len(b) * d[b].max() <= 8.0
+    longest = [d[b].max() for b in batches]
+    assert longest == sorted(longest, reverse=True)  # longest first: peak memory shows up at once
+    assert bucket_batches(d, 8.0) == batches
+
+
+def test_a_clip_longer_than_the_budget_gets_a_batch_of_its_own():
+    assert bucket_batches(np.array([1.0, 20.0, 1.0]), 8.0) == [[1], [0, 2]]
+
+
+def test_collate_pads_with_zeros_and_gives_relative_lengths():
+    items = [(4, torch.ones(100), None), (7, None, "unreadable audio: x"), (9, torch.full((40,), 2.0), None)]
+    batch = collate(items)
+    assert batch.wavs.shape == (2, 100)
+    assert batch.index.tolist() == [4, 9]
+    assert torch.equal(batch.lens, torch.tensor([1.0, 0.4]))
+    assert (batch.wavs[1, 40:] == 0).all() and (batch.wavs[1, :40] == 2).all()
+    assert batch.failed == [(7, "unreadable audio: x")]
+
+
+def test_dataset_turns_bad_files_into_reasons(tmp_path, fsdd_dir):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    ds = ClipDataset([str(fsdd_dir / "0_george_0.wav"), str(bad)])
+    assert ds[0][1] is not None and ds[0][2] is None
+    assert ds[1][1] is None and "unreadable" in ds[1][2]
+    durations, failed = probe_all([str(fsdd_dir / "0_george_0.wav"), str(bad)])
+    assert durations[0] > 0 and np.isnan(durations[1]) and list(failed) == [1]

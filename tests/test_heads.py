@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from audit.errors import UserError
+from audit.heads import out_of_fold_probs, stratified_folds
+
+
+def blobs(n_per_class=60, n_classes=4, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    x = centers[labels] + rng.normal(0, 1, (len(labels), dim)) + 50  # offset: standardization matters
+    return x.astype(np.float32), labels
+
+
+def test_folds_are_stratified_and_cover_each_clip_once():
+    labels = np.repeat(np.arange(3), [10, 23, 7])
+    folds = stratified_folds(labels, 5, seed=1)
+    assert folds.shape == labels.shape and set(folds) == set(range(5))
+    for c in range(3):
+        counts = np.bincount(folds[labels == c], minlength=5)
+        assert counts.max() - counts.min() <= 1
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 1
+    assert np.array_equal(folds, stratified_folds(labels, 5, seed=1))
+    assert not np.array_equal(folds, stratified_folds(labels, 5, seed=2))
+
+
+def test_a_class_smaller_than_the_folds_is_a_user_error():
+    with pytest.raises(UserError, match="fewer than --folds 5"):
+        stratified_folds(np.array([0] * 10 + [1] * 3), 5, seed=0)
+
+
+def test_oof_probs_are_distributions_and_learn_the_classes():
+    x, labels = blobs()
+    folds = stratified_folds(labels, 5, seed=0)
+    p = out_of_fold_probs(x, labels, folds, 4)
+    assert p.shape == (240, 4)
+    assert np.allclose(p.sum(1), 1) and (p >= 0).all()
+    assert (p.argmax(1) == labels).mean() > 0.95
+
+
+def test_a_clips_own_label_never_reaches_its_own_probabilities():
+    """Out-of-fold means the head that scores a clip never trained on it: flip it, nothing changes."""
+    x, labels = blobs(seed=3)
+    folds = stratified_folds(labels, 5, seed=0)
+    p = out_of_fold_probs(x, labels, folds, 4)
+    flipped = labels.copy()
+    flipped[17] = (labels[17] + 1) % 4
+    q = out_of_fold_probs(x, flipped, folds, 4)
+    assert np.allclose(p[17], q[17], atol=1e-5)
+    others = folds != folds[17]
+    assert not np.allclose(p[others], q[others], atol=1e-5)  # the heads that saw it did change
+
+
+def test_same_seed_same_probabilities_byte_for_byte():
+    x, labels = blobs(seed=5)
+    folds = stratified_folds(labels, 5, seed=0)
+    assert out_of_fold_probs(x, labels, folds, 4, seed=0).tobytes() == out_of_fold_probs(x, labels, folds, 4, seed=0).tobytes()
