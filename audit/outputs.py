@@ -99,8 +99,8 @@ def versions() -> dict:
     return found
 
 
-def print_summary(summary: dict, table: pd.DataFrame, out: Path, top: int = 10, file=sys.stdout) -> None:
-    p = lambda *a: print(*a, file=file)  # noqa: E731
+def print_summary(summary: dict, table: pd.DataFrame, out: Path, top: int = 10, file=None) -> None:
+    p = lambda *a: print(*a, file=file or sys.stdout)  # noqa: E731
     p(f"\naudit: {summary['n_clips']} clips, {summary['n_classes']} classes, {summary['n_skipped']} skipped; "
       f"CV accuracy {summary['cv_accuracy']:.3f}; {summary['n_label_issues']} likely label issues")
     flagged = table[table["is_label_issue"]].head(top)

@@ -9,6 +9,9 @@ step of every such convolution so that, per clip, the frames after its end hold 
 its own edge: each clip's valid outputs then equal its outputs alone, up to float rounding
 (measured: relative difference < 3e-6, cosine > 0.9999998).
 
+SpeechBrain's x-vector pooling also adds fresh random noise (1e-5 to 9e-5) to every clip's mean,
+even in eval mode, so no two runs agree; `reflect_padding` replaces it with the noise's midpoint.
+
 `frame_lengths` gives the exact frame count of each clip (the STFT is centred, so n samples make
 n // hop + 1 frames), and the relative lengths SpeechBrain's masks must use to count those frames.
 """
@@ -38,10 +41,14 @@ def frame_lengths(encoder, wavs: torch.Tensor, lens: torch.Tensor) -> tuple[torc
 def reflect_padding(encoder) -> None:
     """Makes the encoder's reflect-padded 'same' convolutions reflect each clip at its own end (once)."""
     from speechbrain.nnet.CNN import Conv1d, get_padding_elem
+    from speechbrain.nnet.pooling import StatisticsPooling
 
     if getattr(encoder, "_audit_reflect_state", None) is not None:
         return
     state = _State()
+    for module in encoder.mods.embedding_model.modules():
+        if isinstance(module, StatisticsPooling):
+            module._get_gauss_noise = _steady_noise(module.eps)
     for module in encoder.mods.embedding_model.modules():
         if (isinstance(module, Conv1d) and module.padding == "same" and module.kernel_size > 1
                 and module.padding_mode == "reflect" and module.stride == 1):
@@ -58,6 +65,13 @@ def clip_frames(encoder, frames: torch.Tensor):
         yield
     finally:
         state.frames = None
+
+
+def _steady_noise(eps: float):
+    def noise(shape, device="cpu"):
+        return torch.full(shape, 5 * eps, device=device)  # the midpoint of SpeechBrain's eps..9 eps
+
+    return noise
 
 
 def _per_clip_padding(module, state: _State, get_padding_elem):

@@ -67,13 +67,13 @@ def run_audit(opts: RunOptions) -> RunResult:
     from audit.embed import EmbedOptions, embed
     from audit.manifest import DEFAULT_LABEL_PATTERN, load_manifest
 
+    accelerator = resolve_accelerator(opts.accelerator)
     seconds = {}
     t = time.perf_counter()
     manifest = load_manifest(opts.data, opts.label_pattern or DEFAULT_LABEL_PATTERN)
     _check_classes(manifest.clips["label"], opts.folds, "in the manifest")
     seconds["manifest"] = time.perf_counter() - t
 
-    accelerator = resolve_accelerator(opts.accelerator)
     embed_opts = EmbedOptions(
         encoder=opts.encoder, cache_dir=Path(opts.cache_dir or Path(opts.out) / "cache"),
         accelerator=accelerator, devices=opts.devices, num_nodes=opts.num_nodes, strategy=opts.strategy,

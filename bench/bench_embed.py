@@ -1,0 +1,185 @@
+"""Benchmark: audit's embedding stage and heads against the reference workflow, same run, same machine.
+
+    python bench/bench_embed.py [--n 1000] [--encoder DIR_OR_ID]
+
+Each part runs in its own process (so its peak memory is its own), on the same FSDD clips:
+  peak     fp32 matmul GFLOP/s of this CPU now: the ceiling is peak / (GFLOP per audio second x
+           mean clip seconds), so the share of the ceiling reads the same on a noisy machine
+  perfile  the reference's loop: read, resample, one encode_batch call per clip
+  audit    audit's embedding stage (embed.embed: probe, bucket, DataLoader workers, Lightning
+           predict, cache writes), from an empty cache
+  heads    audit's K-fold Lightning heads vs sklearn cross_val_predict(LogisticRegression(C=0.01))
+           on the same embeddings
+Prints a JSON line per part and a Markdown table; writes bench/out/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+GFLOP_PER_AUDIO_SECOND = {"ecapa": 3.8, "xvect": 0.54}  # measured facts from the project brief
+
+
+def clips(n: int) -> list[str]:
+    from conftest import fsdd_recordings
+
+    files = sorted(str(p) for p in fsdd_recordings().glob("*.wav"))
+    step = max(1, len(files) // n)
+    return files[::step][:n]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def part_peak(args) -> dict:
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    start, k = time.perf_counter(), 0
+    while time.perf_counter() - start < 3:
+        a @ b
+        k += 1
+    return {"gflops": k * 2 * 2048**3 / (time.perf_counter() - start) / 1e9, "threads": torch.get_num_threads()}
+
+
+def part_perfile(args) -> dict:
+    import torch
+
+    from audit import audio
+    from audit.encoder import load_encoder
+
+    files = clips(args.n)
+    encoder = load_encoder(args.encoder, Path(tempfile.mkdtemp()))
+    with torch.inference_mode():
+        for f in files[:5]:
+            encoder.encode_batch(audio.load(f)[None])
+        start = time.perf_counter()
+        seconds = 0.0
+        for f in files:
+            wav = audio.load(f)
+            seconds += len(wav) / audio.SAMPLE_RATE
+            encoder.encode_batch(wav[None])
+        took = time.perf_counter() - start
+    return {"clips": len(files), "seconds": took, "clips_per_s": len(files) / took,
+            "mean_clip_seconds": seconds / len(files), "peak_rss_mb": peak_rss_mb()}
+
+
+def part_audit(args) -> dict:
+    import numpy as np
+
+    from audit.embed import EmbedOptions, embed
+    from audit.pipeline import default_workers
+
+    files = clips(args.n)
+    cache = Path(tempfile.mkdtemp())
+    opts = EmbedOptions(encoder=args.encoder, cache_dir=cache, accelerator="cpu", devices=1,
+                        batch_seconds=args.batch_seconds, num_workers=default_workers(), progress=False)
+    embed(files[:5], opts)  # load the encoder and warm up, as the reference's loop does
+    start = time.perf_counter()
+    result = embed(files[5:], opts)
+    took = time.perf_counter() - start
+    np.save(Path(args.scratch) / "emb.npy", embed(files, opts).emb)
+    return {"clips": len(files) - 5, "seconds": took, "clips_per_s": (len(files) - 5) / took,
+            "failed": len(result.failed), "peak_rss_mb": peak_rss_mb()}
+
+
+def part_heads(args) -> dict:
+    import warnings
+
+    import numpy as np
+
+    from audit.heads import out_of_fold_probs, stratified_folds
+
+    emb = np.load(Path(args.scratch) / "emb.npy")
+    labels = np.array([int(Path(f).name[0]) for f in clips(args.n)])
+    if args.which == "audit":
+        folds = stratified_folds(labels, 5, seed=0)
+        start = time.perf_counter()
+        probs = out_of_fold_probs(emb, labels, folds, 10)
+    else:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        warnings.filterwarnings("ignore")
+        start = time.perf_counter()
+        probs = cross_val_predict(LogisticRegression(C=0.01, max_iter=1000), emb, labels,
+                                  cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
+    took = time.perf_counter() - start
+    return {"seconds": took, "cv_accuracy": float((probs.argmax(1) == labels).mean()), "peak_rss_mb": peak_rss_mb()}
+
+
+PARTS = {"peak": part_peak, "perfile": part_perfile, "audit": part_audit, "heads": part_heads}
+
+
+def run_part(name: str, args, extra=()) -> dict:
+    cmd = [sys.executable, __file__, "--part", name, "--n", str(args.n), "--encoder", args.encoder,
+           "--scratch", args.scratch, "--batch-seconds", str(args.batch_seconds), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps({"part": name, **dict(zip(extra[::2], extra[1::2])), **result}), flush=True)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1000, help="FSDD clips (every k-th of the 3,000)")
+    p.add_argument("--encoder", default=None, help="default: the ECAPA weights the tests use")
+    p.add_argument("--batch-seconds", type=float, default=8.0)
+    p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+    p.add_argument("--which", default="audit", help=argparse.SUPPRESS)
+    p.add_argument("--scratch", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.encoder is None:
+        from conftest import ecapa_dir
+
+        args.encoder = str(ecapa_dir())
+    if args.part:
+        print(json.dumps(PARTS[args.part](args)))
+        return
+    args.scratch = tempfile.mkdtemp()
+    res = {"peak": run_part("peak", args), "perfile": run_part("perfile", args), "audit": run_part("audit", args)}
+    res["heads_audit"] = run_part("heads", args, ("--which", "audit"))
+    res["heads_sklearn"] = run_part("heads", args, ("--which", "sklearn"))
+    res["peak_after"] = run_part("peak", args)
+    kind = next((k for k in GFLOP_PER_AUDIO_SECOND if k in args.encoder.lower()), "ecapa")
+    gflops = (res["peak"]["gflops"] + res["peak_after"]["gflops"]) / 2
+    ceiling = gflops / (GFLOP_PER_AUDIO_SECOND[kind] * res["perfile"]["mean_clip_seconds"])
+    res["summary"] = {"clips": args.n, "encoder": args.encoder, "cpus": os.cpu_count(),
+                      "speedup": res["audit"]["clips_per_s"] / res["perfile"]["clips_per_s"],
+                      "ceiling_clips_per_s": ceiling,
+                      "audit_share_of_ceiling": res["audit"]["clips_per_s"] / ceiling,
+                      "heads_speedup": res["heads_sklearn"]["seconds"] / res["heads_audit"]["seconds"]}
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    s = res["summary"]
+    print(f"""
+| measure | value |
+|---|---|
+| clips (FSDD, every k-th) | {args.n} |
+| matmul peak, fp32 | {gflops:.0f} GFLOP/s (before {res['peak']['gflops']:.0f}, after {res['peak_after']['gflops']:.0f}) |
+| ceiling ({kind}, {GFLOP_PER_AUDIO_SECOND[kind]} GFLOP per audio s, mean clip {res['perfile']['mean_clip_seconds']:.3f} s) | {ceiling:.0f} clips/s |
+| reference per-file loop | {res['perfile']['clips_per_s']:.1f} clips/s, peak RSS {res['perfile']['peak_rss_mb']:.0f} MB |
+| audit embedding stage | {res['audit']['clips_per_s']:.1f} clips/s, peak RSS {res['audit']['peak_rss_mb']:.0f} MB |
+| **speed-up** | **{s['speedup']:.2f}x**, {100 * s['audit_share_of_ceiling']:.0f}% of the ceiling |
+| heads: audit (5 folds, Lightning, L-BFGS) | {res['heads_audit']['seconds']:.2f} s, CV acc {res['heads_audit']['cv_accuracy']:.3f}, peak RSS {res['heads_audit']['peak_rss_mb']:.0f} MB |
+| heads: sklearn cross_val_predict LR(C=0.01) | {res['heads_sklearn']['seconds']:.2f} s, CV acc {res['heads_sklearn']['cv_accuracy']:.3f}, peak RSS {res['heads_sklearn']['peak_rss_mb']:.0f} MB |
+| **heads speed-up** | **{s['heads_speedup']:.1f}x** |
+""")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`python -m audit` end to end on 200 real FSDD clips with labels flipped on purpose."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.cli import main
+from conftest import FLIPS, flipped_names
+
+
+@pytest.fixture(scope="module")
+def run(subset_dir, ecapa, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    argv = ["--data", str(subset_dir), "--encoder", ecapa, "--out", str(out), "--cache-dir", str(cache_dir),
+            "--devices", "1", "--no-progress", "--seed", "3"]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_flipped_labels_come_out_on_top(run):
+    out, _ = run
+    issues = pd.read_csv(out / "issues.csv", dtype={"given_label": str, "suggested_label": str})
+    top = set(issues["path"].head(len(FLIPS)).str.split("/").str[-1])
+    assert len(top & flipped_names()) >= len(FLIPS) - 1, issues.head(10)
+    flagged = set(issues["path"].str.split("/").str[-1])
+    assert flipped_names() <= flagged
+    for row in issues.itertuples():
+        name = row.path.split("/")[-1]
+        if name in flipped_names():  # the model suggests the digit actually spoken
+            assert row.suggested_label == name.split("orig")[1][0]
+
+
+def test_outputs_are_complete_and_consistent(run):
+    out, _ = run
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 200
+    assert list(scores.columns[:6]) == ["rank", "path", "given_label", "suggested_label", "label_quality",
+                                        "is_label_issue"]
+    assert scores["rank"].tolist() == list(range(1, 201))
+    issues = pd.read_csv(out / "issues.csv")
+    assert issues.equals(scores[scores["is_label_issue"]].reset_index(drop=True))
+    probs = np.load(out / "pred_probs.npy", allow_pickle=False)
+    assert probs.shape == (200, 10) and np.allclose(probs.sum(1), 1)
+    assert json.loads((out / "classes.json").read_text())["classes"] == [str(d) for d in range(10)]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("n_clips", "n_skipped", "n_classes", "cv_accuracy", "n_label_issues", "seconds", "encoder",
+                "versions", "seed", "options"):
+        assert key in summary
+    assert summary["n_clips"] == 200 and summary["n_skipped"] == 0 and summary["n_classes"] == 10
+    assert summary["n_label_issues"] == len(issues)
+    assert summary["cv_accuracy"] > 0.8  # 200 clips, 6 of them mislabelled: measured 0.835
+    assert summary["seconds"]["embeddings"] > 0 and summary["options"]["seed"] == 3
+    assert list(pd.read_csv(out / "skipped.csv").columns) == ["path", "reason"]
+
+
+def test_same_inputs_and_seed_give_byte_identical_tables(run, tmp_path):
+    out, argv = run
+    again = tmp_path / "again"
+    assert main([a if a != str(out) else str(again) for a in argv]) == 0
+    for name in ("issues.csv", "scores.csv"):
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_rerun_into_the_same_out_is_allowed_and_prints_a_summary(run, capsys):
+    out, argv = run
+    assert main(argv + ["--top", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "CV accuracy" in printed and "issues.csv" in printed
+    assert printed.count("given ") == 3
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/no/such/place"], "no such file or folder"),
+    (["--folds", "1"], "need at least 2"),
+    (["--devices", "many"], "positive number of devices"),
+    (["--rank-by", "vibes"], "invalid choice"),
+    (["--batch-seconds", "-3"], "must be > 0"),
+    (["--accelerator", "gpu", "--data", "."], "no CUDA GPU"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, message):
+    result = cli(*args, "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_user_data_mistakes_are_one_line(tmp_path, subset_dir, fsdd_dir, ecapa):
+    (tmp_path / "afile").write_text("x")
+    one_class = tmp_path / "one"
+    one_class.mkdir()
+    for n in range(5):
+        (one_class / f"7_x_{n}.wav").write_bytes((fsdd_dir / f"7_theo_{n}.wav").read_bytes())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,label\na.wav,1\n")
+    cases = [
+        (["--data", str(subset_dir), "--out", str(tmp_path / "afile")], "is a file"),
+        (["--data", str(subset_dir), "--out", str(tmp_path)], "not an audit output"),
+        (["--data", str(one_class), "--out", str(tmp_path / "o1")], "only one class"),
+        (["--data", str(manifest), "--out", str(tmp_path / "o2")], "lacks column(s) path"),
+        (["--data", str(subset_dir), "--encoder", "nope", "--out", str(tmp_path / "o3")], "--encoder nope"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len([ln for ln in result.stderr.splitlines() if ln.startswith("audit: error")]) == 1
+
+
+def test_help_explains_the_options():
+    result = cli("--help")
+    assert result.returncode == 0
+    for option in ("--data", "--label-pattern", "--encoder", "--devices", "--batch-seconds", "--folds",
+                   "--rank-by", "--seed", "--out"):
+        assert option in result.stdout

@@ -1,0 +1,115 @@
+"""The embedding stage on real FSDD audio with the real ECAPA weights (and an x-vector built here)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audit import audio, padding
+from audit.batching import bucket_batches, collate
+from audit.cache import ShardStore
+from audit.embed import EmbedOptions, embed, encode
+from audit.encoder import encoder_key, load_encoder
+from audit.errors import UserError
+
+NAMES = [f"{d}_{s}_{n}.wav" for d in range(10) for s in ("theo", "george") for n in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def ecapa_encoder(ecapa, cache_dir):
+    return load_encoder(ecapa, cache_dir)
+
+
+def cosine(a, b):
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+@pytest.mark.parametrize("batch_seconds", [4.0, 1000.0])  # bucketed, and one wide batch of mixed lengths
+def test_a_clip_in_a_padded_batch_matches_the_clip_alone(fsdd_dir, ecapa_encoder, batch_seconds):
+    wavs = [audio.load(str(fsdd_dir / n)) for n in NAMES]
+    durations = np.array([len(w) / audio.SAMPLE_RATE for w in wavs])
+    with torch.inference_mode():
+        alone = torch.stack([ecapa_encoder.encode_batch(w[None]).squeeze() for w in wavs])  # (N, D)
+        for rows in bucket_batches(durations, batch_seconds):
+            batch = collate([(i, wavs[i], None) for i in rows])
+            assert (batch.lens < 1).any(), "the test needs padding in the batch"
+            together = encode(ecapa_encoder, batch.wavs, batch.lens)  # (B, D)
+            assert together.shape == (len(rows), 192)
+            assert cosine(together, alone[rows]).min() > 0.99999
+            torch.testing.assert_close(together, alone[rows], rtol=0, atol=1e-4 * alone.abs().max().item())
+
+
+def test_plain_padding_would_change_the_embeddings(fsdd_dir, ecapa_encoder):
+    """Why padding.py exists: without it SpeechBrain's reflect padding sees the batch's zeros."""
+    short, long = sorted((audio.load(str(fsdd_dir / n)) for n in ("1_theo_0.wav", "0_george_0.wav")), key=len)
+    batch = collate([(0, short, None), (1, long, None)])
+    with torch.inference_mode():
+        alone = ecapa_encoder.encode_batch(short[None]).squeeze()
+        plain = ecapa_encoder.encode_batch(batch.wavs, batch.lens)[0].squeeze()
+        fixed = encode(ecapa_encoder, batch.wavs, batch.lens)[0]
+    assert batch.lens[0] < 0.9
+    assert cosine(plain, alone) < 0.999 < cosine(fixed, alone)
+
+
+def opts(ecapa, cache_dir, **kw):
+    return EmbedOptions(encoder=ecapa, cache_dir=cache_dir, accelerator="cpu", devices=1, batch_seconds=4.0,
+                        num_workers=1, progress=False, **kw)
+
+
+def test_cache_reuses_done_clips_and_recomputes_corrupt_shards(tmp_path, fsdd_dir, ecapa):
+    files = [str(fsdd_dir / n) for n in NAMES]
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt garbage")
+    first = embed(files + [str(bad)], opts(ecapa, tmp_path))
+    assert first.emb.shape == (41, 192) and first.n_computed == 40
+    assert list(first.failed) == [40] and "unreadable" in first.failed[40]
+    assert np.isfinite(first.emb[:40]).all() and np.isnan(first.emb[40]).all()
+
+    again = embed(files, opts(ecapa, tmp_path))
+    assert again.n_computed == 0
+    assert again.emb.tobytes() == first.emb[:40].tobytes()
+
+    store = tmp_path / encoder_key(ecapa)
+    shard = sorted(store.glob("shard-*.npz"))[0]
+    shard.write_bytes(shard.read_bytes()[:200])  # a shard cut short, as by a crash without atomic writes
+    healed = embed(files, opts(ecapa, tmp_path))
+    assert 0 < healed.n_computed <= 40
+    assert list(store.glob("*.corrupt"))
+    np.testing.assert_allclose(healed.emb, first.emb[:40], rtol=0, atol=1e-5)
+
+
+def test_shard_with_a_wrong_digest_is_not_trusted(tmp_path):
+    store = ShardStore(tmp_path)
+    path = store.write(["a" * 40], np.ones((1, 4), np.float32), [], tag="t")
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["emb"] = arrays["emb"] * 2  # content changed, digest not: bit rot or tampering
+    np.savez(path, **arrays)
+    assert store.load() == ({}, {})
+
+
+def test_xvector_layout_loads_from_a_local_folder(xvector_dir, tmp_path, fsdd_dir):
+    encoder = load_encoder(str(xvector_dir), tmp_path)
+    padding.reflect_padding(encoder)  # also steadies the x-vector's random pooling noise
+    result = embed([str(fsdd_dir / n) for n in NAMES[:6]], opts(str(xvector_dir), tmp_path))
+    assert result.emb.shape == (6, 512) and np.isfinite(result.emb).all()
+    wav = audio.load(str(fsdd_dir / NAMES[0]))
+    with torch.inference_mode():
+        alone = encoder.encode_batch(wav[None]).squeeze()
+    np.testing.assert_allclose(result.emb[0], alone.numpy(), rtol=0, atol=1e-4 * float(alone.abs().max()))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("not an id", "neither a local folder nor a Hugging Face id"),
+    (".", "no hyperparams.yaml"),
+])
+def test_unknown_encoders_are_user_errors(tmp_path, source, message):
+    with pytest.raises(UserError, match=message):
+        load_encoder(source, Path(tmp_path))
+
+
+def test_hub_id_that_cannot_be_fetched_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; on a user's machine: a bad id
+    with pytest.raises(UserError, match="could not load it"):
+        load_encoder("speechbrain/no-such-model-xyz", Path(tmp_path))
