@@ -60,8 +60,19 @@ def natural_key(label: str):
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)]
 
 
-def run_audit(opts: RunOptions) -> RunResult:
-    from audit import heads, rank
+@dataclass(frozen=True)
+class Embedded:
+    clips: pd.DataFrame  # (N rows) path, label, extras: the usable clips, in manifest order
+    classes: list  # (C,) class names; class id = position
+    labels: np.ndarray  # (N,) given class ids
+    emb: np.ndarray  # (N, D)
+    skipped: pd.DataFrame  # path, reason
+    seconds: dict
+    facts: dict
+
+
+def embed_dataset(opts: RunOptions) -> Embedded:
+    """The first two stages: manifest and embeddings, with every unusable clip set aside."""
     from audit.batching import DEFAULT_BATCH_SECONDS
     from audit.devices import resolve_accelerator
     from audit.embed import EmbedOptions, embed
@@ -92,23 +103,31 @@ def run_audit(opts: RunOptions) -> RunResult:
     _check_classes(clips["label"], opts.folds, "among the clips that could be decoded")
     classes = sorted(clips["label"].unique(), key=natural_key)
     labels = clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)  # (N,)
-    emb = embedded.emb[ok]  # (N, D)
+    facts = dict(accelerator=accelerator, embedding_dim=int(embedded.emb.shape[1]),
+                 n_embedded_now=embedded.n_computed, n_from_cache=int(len(manifest.files) - embedded.n_computed),
+                 manifest_kind=manifest.source, batch_seconds=embed_opts.batch_seconds,
+                 num_workers=embed_opts.num_workers, cache_dir=str(embed_opts.cache_dir))
+    return Embedded(clips=clips, classes=classes, labels=labels, emb=embedded.emb[ok], skipped=skipped,
+                    seconds=seconds, facts=facts)
 
+
+def run_audit(opts: RunOptions) -> RunResult:
+    from audit import heads, rank
+
+    data = embed_dataset(opts)
+    seconds = dict(data.seconds)
     t = time.perf_counter()
-    folds = heads.stratified_folds(labels, opts.folds, opts.seed)  # (N,)
-    pred_probs = heads.out_of_fold_probs(emb, labels, folds, len(classes), seed=opts.seed,
+    folds = heads.stratified_folds(data.labels, opts.folds, opts.seed)  # (N,)
+    pred_probs = heads.out_of_fold_probs(data.emb, data.labels, folds, len(data.classes), seed=opts.seed,
                                          l2=heads.DEFAULT_L2 if opts.l2 is None else opts.l2,
-                                         accelerator=accelerator)  # (N, C)
+                                         accelerator=data.facts["accelerator"])  # (N, C)
     seconds["heads"] = time.perf_counter() - t
     t = time.perf_counter()
-    ranking = rank.rank_issues(labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)
+    ranking = rank.rank_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)
     seconds["ranking"] = time.perf_counter() - t
-    facts = dict(accelerator=accelerator, embedding_dim=int(emb.shape[1]), n_embedded_now=embedded.n_computed,
-                 n_from_cache=int(len(manifest.files) - embedded.n_computed), manifest_kind=manifest.source,
-                 batch_seconds=embed_opts.batch_seconds, num_workers=embed_opts.num_workers,
-                 cache_dir=str(embed_opts.cache_dir))
-    return RunResult(clips=clips, classes=classes, labels=labels, emb=emb, pred_probs=pred_probs,
-                     ranking=ranking, skipped=skipped, seconds=seconds, facts=facts)
+    return RunResult(clips=data.clips, classes=data.classes, labels=data.labels, emb=data.emb,
+                     pred_probs=pred_probs, ranking=ranking, skipped=data.skipped, seconds=seconds,
+                     facts=data.facts)
 
 
 def default_workers() -> int:
