@@ -75,6 +75,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="DataLoader processes decoding audio (default: cores - 1, at most 8)")
     e.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="embedding cache, reused across runs (default: OUT/cache)")
+    e.add_argument("--shard-clips", type=int, default=1024, metavar="N",
+                   help="clips per cache shard: at most this much work is redone after a kill (default: %(default)s)")
     h = p.add_argument_group("heads and ranking")
     h.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
     h.add_argument("--l2", type=positive_float, default=None,
@@ -133,6 +135,8 @@ def options_from(args: argparse.Namespace):
 
     if args.folds < 2:
         raise UserError(f"--folds {args.folds}: need at least 2")
+    if args.shard_clips < 1:
+        raise UserError(f"--shard-clips {args.shard_clips}: need at least 1")
     if args.num_nodes < 1:
         raise UserError(f"--num-nodes {args.num_nodes}: need at least 1")
     out = args.out or str(Path("runs") / (Path(args.data.rstrip("/")).stem or "audit"))
@@ -147,7 +151,7 @@ def options_from(args: argparse.Namespace):
         data=args.data, out=out, label_pattern=args.label_pattern, encoder=args.encoder,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
-        cache_dir=args.cache_dir, folds=args.folds, l2=args.l2, seed=args.seed, rank_by=args.rank_by,
+        cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, seed=args.seed, rank_by=args.rank_by,
         filter_by=args.filter_by, progress=not args.no_progress)
 
 

@@ -47,6 +47,7 @@ class EmbedOptions:
     precision: str = "32-true"
     batch_seconds: float = 32.0
     num_workers: int = 1
+    shard_clips: int = SHARD_CLIPS
     progress: bool = True
 
 
@@ -79,11 +80,12 @@ def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
 
 
 class ShardWriter(BasePredictionWriter):
-    """Buffers each rank's embeddings and writes a cache shard every SHARD_CLIPS clips."""
+    """Buffers each rank's embeddings and writes a cache shard every `shard_clips` clips (whole batches)."""
 
-    def __init__(self, store: ShardStore, keys: list[str], n_clips: int, progress: bool):
+    def __init__(self, store: ShardStore, keys: list[str], n_clips: int, shard_clips: int, progress: bool):
         super().__init__(write_interval="batch")
         self.store, self.keys, self.n_clips, self.progress = store, keys, n_clips, progress
+        self.shard_clips = shard_clips
         self._reset()
 
     def _reset(self):
@@ -101,7 +103,7 @@ class ShardWriter(BasePredictionWriter):
             self.embs.append(prediction.numpy())
         self.failed += batch.failed
         self.bar.update(len(batch.index) + len(batch.failed))
-        if len(self.rows) + len(self.failed) >= SHARD_CLIPS:
+        if len(self.rows) + len(self.failed) >= self.shard_clips:
             self._flush()
 
     def on_predict_end(self, trainer, pl_module):
@@ -163,7 +165,7 @@ def _predict(files, keys, todo, n_todo, store, opts: EmbedOptions) -> None:
         accelerator=opts.accelerator, devices=opts.devices, num_nodes=opts.num_nodes,
         strategy=opts.strategy, precision=opts.precision, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-        callbacks=[ShardWriter(store, keys, n_todo, opts.progress)],
+        callbacks=[ShardWriter(store, keys, n_todo, opts.shard_clips, opts.progress)],
     )
     share = sum(len(b) for b in todo[trainer.global_rank :: trainer.world_size])
     trainer.callbacks[0].n_clips = share

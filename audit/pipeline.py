@@ -31,6 +31,7 @@ class RunOptions:
     batch_seconds: float | None = None
     num_workers: int | None = None
     cache_dir: str | None = None
+    shard_clips: int = 1024
     folds: int = 5
     l2: float | None = None
     seed: int = 0
@@ -89,7 +90,8 @@ def embed_dataset(opts: RunOptions) -> Embedded:
         encoder=opts.encoder, cache_dir=Path(opts.cache_dir or Path(opts.out) / "cache"),
         accelerator=accelerator, devices=opts.devices, num_nodes=opts.num_nodes, strategy=opts.strategy,
         precision=opts.precision, batch_seconds=opts.batch_seconds or DEFAULT_BATCH_SECONDS[accelerator],
-        num_workers=default_workers() if opts.num_workers is None else opts.num_workers, progress=opts.progress)
+        num_workers=default_workers() if opts.num_workers is None else opts.num_workers,
+        shard_clips=opts.shard_clips, progress=opts.progress)
     embedded = embed(manifest.files, embed_opts)
     seconds["embeddings"] = embedded.seconds
 
