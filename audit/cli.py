@@ -167,7 +167,7 @@ def cmd_run(argv: list[str]) -> int:
     from audit.pipeline import run_audit
 
     result = run_audit(opts)
-    if not _is_rank_zero():
+    if result is None:  # another rank of the embedding stage: rank 0 writes the outputs
         return 0
     summary = outputs.build_summary(result, opts.as_dict(), time.perf_counter() - start)
     table = outputs.write_outputs(out, result, summary)
@@ -190,7 +190,7 @@ def cmd_evaluate(argv: list[str]) -> int:
 
     start = time.perf_counter()
     data = embed_dataset(opts)
-    if not _is_rank_zero():
+    if data is None:
         return 0
     methods = 1 + (args.baseline == "reference")
     bar = tqdm(total=len(args.noise) * args.repeats * methods, desc="evaluating", unit="fit",
@@ -228,12 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("audit: interrupted; rerun the same command to resume from the embedding cache", file=sys.stderr)
         return 130
-
-
-def _is_rank_zero() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
 
 
 def _quiet_libraries() -> None:

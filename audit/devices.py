@@ -20,3 +20,19 @@ def resolve_accelerator(requested: str) -> str:
             print("audit: no GPU found, running on CPU", file=sys.stderr)
         return "gpu" if has_gpu else "cpu"
     return requested
+
+
+def check_launch(accelerator: str, devices, num_nodes: int) -> None:
+    """Refuses, in one line, a process layout that would otherwise hang waiting for absent peers."""
+    import os
+
+    if accelerator == "gpu" and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise UserError(f"--devices {devices}: only {torch.cuda.device_count()} GPU(s) visible on this node")
+    if num_nodes > 1:
+        slurm_nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES")
+        if slurm_nodes is not None:
+            if int(slurm_nodes) != num_nodes:
+                raise UserError(f"--num-nodes {num_nodes}: this SLURM job has {slurm_nodes} node(s)")
+        elif not all(os.environ.get(v) for v in ("MASTER_ADDR", "NODE_RANK", "WORLD_SIZE")):
+            raise UserError(f"--num-nodes {num_nodes}: several nodes need a launcher (srun in a SLURM job, "
+                            "or torchrun setting MASTER_ADDR, NODE_RANK and WORLD_SIZE); see slurm/audit.sh")

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from audit import padding
 from audit.batching import Batch, ClipDataset, FixedBatches, bucket_batches, collate, probe_all
 from audit.cache import ShardStore, clip_keys
+from audit.devices import check_launch
 from audit.encoder import encoder_key, load_encoder
+from audit.errors import UserError
 
 SHARD_CLIPS = 1024  # clips per cache shard: at most this much work is redone after a kill
 
@@ -34,6 +36,7 @@ class Embeddings:
     failed: dict  # {row: reason}
     n_computed: int  # clips embedded in this run (the rest came from the cache)
     seconds: float
+    is_rank_zero: bool = True  # other ranks only embed their share: their result holds no embeddings
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,10 @@ def embed(files: list[str], opts: EmbedOptions) -> Embeddings:
     todo = [b for b in batches if any(keys[i] not in cached and keys[i] not in cached_failed for i in b)]
     n_todo = sum(len(b) for b in todo)
     if todo:
-        _predict(files, keys, todo, n_todo, store, opts)
+        rank = _predict(files, keys, todo, n_todo, store, opts)
+        if rank != 0:
+            return Embeddings(emb=np.zeros((0, 0), np.float32), failed={}, n_computed=n_todo,
+                              seconds=time.perf_counter() - start, is_rank_zero=False)
         cached, cached_failed = store.load()
     dim = len(next(iter(cached.values()))) if cached else 0
     emb = np.full((len(files), dim), np.nan, dtype=np.float32)  # (N, D)
@@ -159,16 +165,23 @@ def embed(files: list[str], opts: EmbedOptions) -> Embeddings:
                       seconds=time.perf_counter() - start)
 
 
-def _predict(files, keys, todo, n_todo, store, opts: EmbedOptions) -> None:
+def _predict(files, keys, todo, n_todo, store, opts: EmbedOptions) -> int:
+    """Embeds the `todo` batches across all ranks into the store; returns this process's global rank."""
+    check_launch(opts.accelerator, opts.devices, opts.num_nodes)
     encoder = load_encoder(opts.encoder, Path(opts.cache_dir))
-    trainer = L.Trainer(
-        accelerator=opts.accelerator, devices=opts.devices, num_nodes=opts.num_nodes,
-        strategy=opts.strategy, precision=opts.precision, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-        callbacks=[ShardWriter(store, keys, n_todo, opts.shard_clips, opts.progress)],
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=opts.accelerator, devices=opts.devices, num_nodes=opts.num_nodes,
+            strategy=opts.strategy, precision=opts.precision, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+            callbacks=[ShardWriter(store, keys, n_todo, opts.shard_clips, opts.progress)],
+        )
+    except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+        raise UserError(f"cannot run on --accelerator {opts.accelerator} --devices {opts.devices} "
+                        f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {' '.join(str(e).split())}") from None
     share = sum(len(b) for b in todo[trainer.global_rank :: trainer.world_size])
     trainer.callbacks[0].n_clips = share
     data = ClipData(files, todo, opts.num_workers, pin_memory=trainer.accelerator.__class__.__name__ == "CUDAAccelerator")
     trainer.predict(EncoderModule(encoder), datamodule=data, return_predictions=False)
-    trainer.strategy.barrier()
+    trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache
+    return trainer.global_rank

@@ -13,6 +13,7 @@ The objective per head is multinomial logistic regression with an L2 penalty, me
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.plugins.environments import LightningEnvironment
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,9 +47,9 @@ class FoldHeads(L.LightningModule):
     def __init__(self, x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int, l2: float):
         super().__init__()
         n_folds = int(folds.max()) + 1
-        x_t = torch.as_tensor(x, dtype=torch.float32)  # (N, D)
+        x_t = torch.as_tensor(x, dtype=torch.float64)  # (N, D)
         train = torch.as_tensor(folds)[None, :] != torch.arange(n_folds)[:, None]  # (F, N)
-        w = train.float() / train.sum(1, keepdim=True)  # (F, N) averaging weights over training rows
+        w = train.double() / train.sum(1, keepdim=True)  # (F, N) averaging weights over training rows
         mean = w @ x_t  # (F, D)
         std = (w @ x_t.square() - mean.square()).clamp_min(1e-12).sqrt()  # (F, D)
         self.register_buffer("x", x_t)
@@ -57,8 +58,8 @@ class FoldHeads(L.LightningModule):
         self.register_buffer("train_w", w)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
-        self.weight = torch.nn.Parameter(torch.zeros(n_folds, x.shape[1], n_classes))  # (F, D, C)
-        self.bias = torch.nn.Parameter(torch.zeros(n_folds, n_classes))  # (F, C)
+        self.weight = torch.nn.Parameter(torch.zeros(n_folds, x.shape[1], n_classes, dtype=torch.float64))  # (F, D, C)
+        self.bias = torch.nn.Parameter(torch.zeros(n_folds, n_classes, dtype=torch.float64))  # (F, C)
         self.l2 = l2
 
     def logits(self) -> torch.Tensor:
@@ -92,9 +93,11 @@ def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_cl
     """Out-of-fold softmax probabilities (N, C), float64, each row summing to 1."""
     L.seed_everything(seed, verbose=False)
     heads = FoldHeads(x, labels, folds, n_classes, l2)
+    # One process fits the heads even inside a multi-rank job: LightningEnvironment keeps Lightning
+    # from matching devices=1 against SLURM's task count.
     trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        deterministic=True)
+                        deterministic=True, plugins=[LightningEnvironment()])
     trainer.fit(heads)
     p = heads.oof_probs()
     return p / p.sum(1, keepdims=True)

@@ -72,8 +72,11 @@ class Embedded:
     facts: dict
 
 
-def embed_dataset(opts: RunOptions) -> Embedded:
-    """The first two stages: manifest and embeddings, with every unusable clip set aside."""
+def embed_dataset(opts: RunOptions) -> Embedded | None:
+    """The first two stages: manifest and embeddings, with every unusable clip set aside.
+
+    Under DDP every rank embeds its share; only rank 0 gets the result, the others None.
+    """
     from audit.batching import DEFAULT_BATCH_SECONDS
     from audit.devices import resolve_accelerator
     from audit.embed import EmbedOptions, embed
@@ -93,6 +96,8 @@ def embed_dataset(opts: RunOptions) -> Embedded:
         num_workers=default_workers() if opts.num_workers is None else opts.num_workers,
         shard_clips=opts.shard_clips, progress=opts.progress)
     embedded = embed(manifest.files, embed_opts)
+    if not embedded.is_rank_zero:
+        return None
     seconds["embeddings"] = embedded.seconds
 
     ok = np.array([i not in embedded.failed for i in range(len(manifest.files))], dtype=bool)
@@ -113,10 +118,13 @@ def embed_dataset(opts: RunOptions) -> Embedded:
                     seconds=seconds, facts=facts)
 
 
-def run_audit(opts: RunOptions) -> RunResult:
+def run_audit(opts: RunOptions) -> RunResult | None:
+    """The whole run on rank 0; None on the other ranks of a multi-process embedding stage."""
     from audit import heads, rank
 
     data = embed_dataset(opts)
+    if data is None:
+        return None
     seconds = dict(data.seconds)
     t = time.perf_counter()
     folds = heads.stratified_folds(data.labels, opts.folds, opts.seed)  # (N,)
