@@ -2,6 +2,7 @@
 
     audit [run] --data PATH --out DIR ...   find label issues (the default command)
     audit evaluate --noise 0.05 0.1 ...      flip labels on purpose and measure how many audit finds
+    audit report OUT [--top N]               rebuild OUT/report.html from a run's outputs
 
 The only module that exits: a user's mistake is one line on stderr and exit status 2.
 Heavy imports (torch, SpeechBrain, Lightning) wait until after argument parsing, so --help is fast.
@@ -104,7 +105,33 @@ def run_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: runs/<name of --data>); refused if it holds anything else")
+    p.add_argument("--report-top", type=nonneg_int, default=50, metavar="N",
+                   help="issues shown with audio, spectrogram and waveform in report.html (default: %(default)s)")
+    p.add_argument("--relabel-out", default=None, metavar="FILE",
+                   help="also write a manifest CSV with the suggested label applied to each flagged clip "
+                        "(columns path,label,original_label,relabelled,...); your data stays untouched")
     return p
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audit report", description="Rebuild OUT/report.html from a run's output folder.")
+    p.add_argument("out", metavar="OUT", help="an audit output folder")
+    p.add_argument("--top", type=nonneg_int, default=50, help="issues shown with media (default: %(default)s)")
+    return p
+
+
+def cmd_report(argv: list[str]) -> int:
+    args = report_parser().parse_args(argv)
+    out = Path(args.out)
+    needed = ("summary.json", "scores.csv", "pred_probs.npy", "classes.json", "map.csv")
+    missing = [n for n in needed if not (out / n).is_file()]
+    if missing:
+        raise UserError(f"{out}: not an audit output folder (missing {', '.join(missing)})")
+    _quiet_libraries()
+    from audit.report import build_report
+
+    print(f"written: {build_report(out, top=args.top)}")
+    return 0
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -171,7 +198,13 @@ def cmd_run(argv: list[str]) -> int:
         return 0
     summary = outputs.build_summary(result, opts.as_dict(), time.perf_counter() - start)
     table = outputs.write_outputs(out, result, summary)
+    from audit.report import build_report
+
+    build_report(out, top=args.report_top)
     outputs.print_summary(summary, table, out, top=args.top)
+    if args.relabel_out:
+        n = outputs.write_relabelled_manifest(result, Path(args.relabel_out))
+        print(f"relabelled manifest: {args.relabel_out} ({n} labels changed; train on it after reviewing report.html)")
     return 0
 
 
@@ -218,7 +251,7 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": cmd_run, "evaluate": cmd_evaluate}
+    commands = {"run": cmd_run, "evaluate": cmd_evaluate, "report": cmd_report}
     command = commands.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else cmd_run(argv)

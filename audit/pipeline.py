@@ -54,6 +54,9 @@ class RunResult:
     skipped: pd.DataFrame  # path, reason
     seconds: dict
     facts: dict = field(default_factory=dict)  # device, cache use, ... for summary.json
+    files: list = field(default_factory=list)  # (N,) absolute file of each clip
+    data_issues: object = None  # datalab.DataIssues
+    map_2d: np.ndarray | None = None  # (N, 2) PCA of the standardized embeddings, for the report
 
 
 def natural_key(label: str):
@@ -70,6 +73,7 @@ class Embedded:
     skipped: pd.DataFrame  # path, reason
     seconds: dict
     facts: dict
+    files: list  # (N,) absolute file of each clip
 
 
 def embed_dataset(opts: RunOptions) -> Embedded | None:
@@ -115,12 +119,13 @@ def embed_dataset(opts: RunOptions) -> Embedded | None:
                  manifest_kind=manifest.source, batch_seconds=embed_opts.batch_seconds,
                  num_workers=embed_opts.num_workers, cache_dir=str(embed_opts.cache_dir))
     return Embedded(clips=clips, classes=classes, labels=labels, emb=embedded.emb[ok], skipped=skipped,
-                    seconds=seconds, facts=facts)
+                    seconds=seconds, facts=facts, files=[f for f, keep in zip(manifest.files, ok) if keep])
 
 
 def run_audit(opts: RunOptions) -> RunResult | None:
     """The whole run on rank 0; None on the other ranks of a multi-process embedding stage."""
     from audit import heads, rank
+    from audit.datalab import find_data_issues
 
     data = embed_dataset(opts)
     if data is None:
@@ -135,9 +140,20 @@ def run_audit(opts: RunOptions) -> RunResult | None:
     t = time.perf_counter()
     ranking = rank.rank_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)
     seconds["ranking"] = time.perf_counter() - t
+    t = time.perf_counter()
+    data_issues = find_data_issues(data.emb, data.labels, pred_probs, data.files)
+    seconds["data_issues"] = time.perf_counter() - t
     return RunResult(clips=data.clips, classes=data.classes, labels=data.labels, emb=data.emb,
                      pred_probs=pred_probs, ranking=ranking, skipped=data.skipped, seconds=seconds,
-                     facts=data.facts)
+                     facts=data.facts, files=data.files, data_issues=data_issues, map_2d=pca_2d(data.emb))
+
+
+def pca_2d(emb: np.ndarray) -> np.ndarray:
+    """(N, 2) coordinates: the first two principal components of the standardized embeddings."""
+    x = (emb - emb.mean(0)) / (emb.std(0) + 1e-8)  # (N, D)
+    _, _, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    coords = x @ vt[:2].T  # (N, 2)
+    return coords * np.sign(vt[:2].sum(1))  # a fixed sign per axis: the map doesn't flip between runs
 
 
 def default_workers() -> int:

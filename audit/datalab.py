@@ -1,0 +1,101 @@
+"""More than label errors: cleanlab's Datalab issue types from the same embeddings and probabilities.
+
+Notation: N clips, C classes, D embedding dim. From `emb` (N, D) and the out-of-fold `pred_probs`
+(N, C), Datalab finds outliers (clips unlike their class or the dataset: noise, silence, another
+language), near-duplicates (the same recording under two names leaks across train/test splits),
+non-IID ordering, class imbalance and underperforming groups. Exact duplicates are found from the
+files' bytes as well, so a copied file is named as such even where its embedding is not unique.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ISSUE_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance", "underperforming_group")
+
+
+@dataclass(frozen=True)
+class DataIssues:
+    summary: pd.DataFrame  # issue_type, score, num_issues (Datalab's summary)
+    per_clip: pd.DataFrame  # (N rows) is_<type>_issue, <type>_score for each type found
+    duplicate_groups: pd.DataFrame  # group, kind (exact|near), row
+
+
+def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, files: list[str]) -> DataIssues:
+    import logging
+    import warnings
+
+    from cleanlab import Datalab
+
+    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    # Datalab prints notes (e.g. "no meaningful clusters" for small data) to stdout: keep the terminal clean.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("cleanlab").setLevel(logging.ERROR)
+        lab.find_issues(features=emb.astype(np.float32), pred_probs=pred_probs,
+                        issue_types={t: {} for t in ISSUE_TYPES})
+    summary = lab.get_issue_summary().reset_index(drop=True)
+    found = [t for t in ISSUE_TYPES if t in set(summary["issue_type"])]
+    cols = [c for t in found for c in (f"is_{t}_issue", f"{t}_score")]
+    per_clip = lab.get_issues()[[c for c in cols if c in lab.get_issues().columns]].reset_index(drop=True)
+    near_sets = lab.get_issues("near_duplicate")["near_duplicate_sets"] if "near_duplicate" in found else None
+    return DataIssues(summary=summary, per_clip=per_clip, duplicate_groups=_duplicate_groups(files, near_sets))
+
+
+def _duplicate_groups(files: list[str], near_sets) -> pd.DataFrame:
+    """Groups of rows: identical bytes ('exact'), then Datalab's near-duplicate sets ('near')."""
+    parent = list(range(len(files)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i, j):
+        parent[root(i)] = root(j)
+
+    by_hash: dict[str, list[int]] = {}
+    sizes = {}
+    for i, f in enumerate(files):  # hash only files whose size another file shares
+        sizes.setdefault(_size(f), []).append(i)
+    for rows in sizes.values():
+        if len(rows) > 1:
+            for i in rows:
+                by_hash.setdefault(_sha1(files[i]), []).append(i)
+    exact = set()
+    for rows in by_hash.values():
+        for i in rows[1:]:
+            union(i, rows[0])
+        if len(rows) > 1:
+            exact.update(rows)
+    if near_sets is not None:
+        for i, others in enumerate(near_sets):
+            for j in others:
+                union(i, int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(files)):
+        groups.setdefault(root(i), []).append(i)
+    out, gid = [], 0
+    for members in sorted((m for m in groups.values() if len(m) > 1), key=lambda m: m[0]):
+        kind = "exact" if all(i in exact for i in members) else "near"
+        out += [(gid, kind, i) for i in members]
+        gid += 1
+    return pd.DataFrame(out, columns=["group", "kind", "row"])
+
+
+def _size(path: str) -> int:
+    import os
+
+    return os.path.getsize(path)
+
+
+def _sha1(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()

@@ -1,0 +1,188 @@
+"""report.html: one self-contained page (no server, no CDN) to review what a run found.
+
+Built from the files of an output folder alone, so `python -m audit report OUT` rebuilds it. The
+top issues carry their audio (16 kHz, at most MEDIA_SECONDS), a log-mel spectrogram and a waveform,
+embedded as data URIs; everything else links to the files. Jinja2 autoescapes every name and label
+(file names may hold <, ", & or any script); template, CSS and JS are files in this folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MEDIA_SECONDS = 10.0  # longer clips are cut in the page: it stays light
+DEFAULT_TOP = 50
+MAX_MAP_POINTS = 5000  # every flagged clip, plus a seeded sample of the rest
+MAX_TABLE_ROWS = 200
+HERE = Path(__file__).parent
+
+
+def build_report(out: Path, top: int = DEFAULT_TOP) -> Path:
+    """Writes OUT/report.html from the outputs in OUT; returns its path."""
+    import jinja2
+
+    out = Path(out)
+    s = json.loads((out / "summary.json").read_text())
+    classes = json.loads((out / "classes.json").read_text())["classes"]
+    probs = np.load(out / "pred_probs.npy", allow_pickle=False)  # (N, C)
+    read = lambda name: pd.read_csv(out / name, keep_default_na=False, dtype=str)  # noqa: E731
+    scores = read("scores.csv")
+    for col in ("rank", "row"):
+        scores[col] = scores[col].astype(int)
+    scores["label_quality"] = scores["label_quality"].astype(float)
+    clip_map = read("map.csv")
+    files = clip_map["file"].tolist()
+    class_id = {c: i for i, c in enumerate(classes)}
+    labels = np.empty(len(scores), dtype=np.int64)  # (N,) given ids in row order
+    labels[scores["row"].to_numpy()] = scores["given_label"].map(class_id).to_numpy()
+    flagged = scores[scores["is_label_issue"] == "True"]
+
+    issues = [_issue(r, files[r.row], probs[r.row], classes) for r in flagged.head(top).itertuples()]
+    outliers = read("outliers.csv") if (out / "outliers.csv").exists() else pd.DataFrame()
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
+    html = env.get_template("template.html").render(
+        s=s, di=s.get("data_issues", {}), data_name=s["options"]["data"], classes=classes, issues=issues,
+        matrix=_matrix(labels, probs, classes), rates=_rates(read("class_imbalance.csv")),
+        max_rate=max([float(x) for x in read("class_imbalance.csv")["issue_rate"]] + [1e-9]),
+        points=_points(clip_map, scores, outliers, {i["row"] for i in issues}), map_note=_map_note(len(clip_map)),
+        outliers=[{"path": o.path, "label": o.given_label, "score": float(o.outlier_score),
+                   "href": _href(files[_row_of(clip_map, o.path)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
+        outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
+        dup_groups=_dup_groups(read("duplicates.csv"), clip_map),
+        skipped=read("skipped.csv").head(MAX_TABLE_ROWS).to_dict("records"),
+        css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
+    path = out / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _issue(r, file: str, p: np.ndarray, classes: list) -> dict:
+    order = np.argsort(-p, kind="stable")[:5]
+    item = {"row": int(r.row), "rank": int(r.rank), "path": r.path, "given": r.given_label,
+            "suggested": r.suggested_label, "quality": float(r.label_quality),
+            "probs": [(classes[k], float(p[k])) for k in order], "audio": None, "spectrogram": None,
+            "wave": None, "media_error": None}
+    try:
+        item.update(_media(file))
+    except Exception as e:  # a file moved since the run: the card stays, without media
+        item["media_error"] = f"{type(e).__name__}: {e}"[:200]
+    return item
+
+
+def _media(file: str) -> dict:
+    import soundfile as sf
+    import torch
+    import torchaudio
+    from PIL import Image
+
+    from audit import audio
+
+    wav = audio.load(file)[: int(MEDIA_SECONDS * audio.SAMPLE_RATE)]  # (T,)
+    buf = io.BytesIO()
+    sf.write(buf, wav.numpy(), audio.SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    mel = torchaudio.transforms.MelSpectrogram(audio.SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=64)(wav)
+    db = 10 * torch.log10(mel + 1e-10)  # (64, frames)
+    db = (db.clamp(min=db.max() - 80) - (db.max() - 80)) / 80  # 80 dB of range -> [0, 1]
+    rgb = _colormap(db.flip(0).numpy())  # low frequencies at the bottom
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, format="PNG", optimize=True)
+    return {"audio": base64.b64encode(buf.getvalue()).decode(), "spectrogram": base64.b64encode(png.getvalue()).decode(),
+            "wave": _wave_path(wav.numpy())}
+
+
+def _colormap(x: np.ndarray) -> np.ndarray:
+    """[0, 1] (H, W) -> (H, W, 3) uint8 on a dark-blue-to-yellow ramp (viridis' end points)."""
+    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+    pos = np.clip(x, 0, 1) * (len(stops) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    frac = (pos - lo)[..., None]
+    return (stops[lo] * (1 - frac) + stops[lo + 1] * frac).astype(np.uint8)
+
+
+def _wave_path(wav: np.ndarray, width: int = 300, height: int = 40) -> str:
+    chunks = np.array_split(wav, width)
+    peak = max(1e-6, float(np.abs(wav).max()))
+    top = [height / 2 - (c.max() if len(c) else 0) / peak * height / 2 for c in chunks]
+    bottom = [height / 2 - (c.min() if len(c) else 0) / peak * height / 2 for c in chunks]
+    pts = [f"{x},{y:.1f}" for x, y in enumerate(top)] + [f"{x},{y:.1f}" for x, y in reversed(list(enumerate(bottom)))]
+    return "M" + " L".join(pts) + " Z"
+
+
+def _matrix(labels: np.ndarray, probs: np.ndarray, classes: list) -> list:
+    from cleanlab.count import compute_confident_joint
+
+    joint = compute_confident_joint(labels, probs)  # (C, C) given x suggested
+    peak = max(1, int(joint.max()))
+    off_peak = max(1, int((joint - np.diag(np.diag(joint))).max()))
+    rows = []
+    for i, row in enumerate(joint):
+        cells = []
+        for j, n in enumerate(row):
+            # the diagonal (agreement) in blue, disagreements in red scaled to the largest one
+            alpha = n / peak if i == j else n / off_peak
+            color = f"rgba(46, 90, 172, {0.08 + 0.6 * alpha:.2f})" if i == j else f"rgba(217, 45, 32, {0.75 * alpha:.2f})"
+            cells.append({"count": int(n), "color": color, "title": f"{classes[i]} → {classes[j]}: {int(n)}"})
+        rows.append(cells)
+    return rows
+
+
+def _rates(table: pd.DataFrame) -> list:
+    return [{"label": r.label, "n_clips": int(r.n_clips), "n_label_issues": int(r.n_label_issues),
+             "issue_rate": float(r.issue_rate)} for r in table.itertuples()]
+
+
+def _points(clip_map: pd.DataFrame, scores: pd.DataFrame, outliers: pd.DataFrame, with_card: set) -> list:
+    xy = clip_map[["x", "y"]].astype(float).to_numpy()  # (N, 2)
+    by_row = scores.set_index("row")
+    flagged = by_row["is_label_issue"].reindex(range(len(xy))).eq("True").to_numpy()
+    outlier_paths = set(outliers["path"]) if len(outliers) else set()
+    keep = np.flatnonzero(flagged)
+    rest = np.flatnonzero(~flagged)
+    if len(keep) + len(rest) > MAX_MAP_POINTS:
+        rest = np.sort(np.random.default_rng(0).choice(rest, max(0, MAX_MAP_POINTS - len(keep)), replace=False))
+    lo, hi = xy.min(0), xy.max(0)
+    scale = (np.array([700.0, 460.0]) / np.maximum(hi - lo, 1e-9))
+    points = []
+    for i in np.concatenate([rest, keep]):  # flagged drawn last, on top
+        x, y = 10 + (xy[i] - lo) * scale
+        row = by_row.loc[i]
+        path = clip_map["path"].iloc[i]
+        color = "#d92d20" if flagged[i] else "#f79009" if path in outlier_paths else "#98a2b3"
+        points.append({"x": f"{x:.1f}", "y": f"{470 - y + 10:.1f}", "r": 4 if flagged[i] else 2.5, "color": color,
+                       "issue": int(i) if flagged[i] and int(i) in with_card else None,
+                       "title": f"{path} · given {row['given_label']} · suggested {row['suggested_label']}"})
+    return points
+
+
+def _map_note(n: int) -> str:
+    if n <= MAX_MAP_POINTS:
+        return ""
+    return f"{n} clips: every label issue is drawn, and a sample of the others ({MAX_MAP_POINTS} points in all)."
+
+
+def _dup_groups(dups: pd.DataFrame, clip_map: pd.DataFrame) -> list:
+    groups = []
+    for gid, members in dups.groupby("group", sort=False):
+        if len(groups) >= MAX_TABLE_ROWS:
+            break
+        groups.append({"group": gid, "kind": members["kind"].iloc[0],
+                       "members": [{"path": m.path, "label": m.given_label,
+                                    "href": _href(clip_map["file"].iloc[_row_of(clip_map, m.path)])}
+                                   for m in members.itertuples()]})
+    return groups
+
+
+def _row_of(clip_map: pd.DataFrame, path: str) -> int:
+    return int(np.flatnonzero(clip_map["path"].to_numpy() == path)[0])
+
+
+def _href(file: str) -> str:
+    return Path(file).resolve().as_uri()
