@@ -66,7 +66,10 @@ class FoldHeads(L.LightningModule):
         # Standardization folded into the weights: ((x - m) / s) W = x (W / s) - (m / s) W
         w = self.weight / self.std[:, :, None]  # (F, D, C)
         b = self.bias - torch.einsum("fd,fdc->fc", self.mean, w)  # (F, C)
-        return torch.einsum("nd,fdc->fnc", self.x, w) + b[:, None, :]  # (F, N, C)
+        n_folds, dim, n_classes = w.shape
+        # One (N, D) x (D, F*C) matmul: einsum would broadcast x to (F, N, D) and keep it for backward.
+        z = self.x @ w.permute(1, 0, 2).reshape(dim, n_folds * n_classes)  # (N, F*C)
+        return z.view(-1, n_folds, n_classes).transpose(0, 1) + b[:, None, :]  # (F, N, C)
 
     def training_step(self, batch, batch_idx):
         z = self.logits()  # (F, N, C)

@@ -114,7 +114,10 @@ def embed_dataset(opts: RunOptions) -> Embedded | None:
     _check_classes(clips["label"], opts.folds, "among the clips that could be decoded")
     classes = sorted(clips["label"].unique(), key=natural_key)
     labels = clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)  # (N,)
+    from audit.outputs import peak_rss_mb
+
     facts = dict(accelerator=accelerator, embedding_dim=int(embedded.emb.shape[1]),
+                 peak_rss_mb_after_embeddings=peak_rss_mb(),
                  n_embedded_now=embedded.n_computed, n_from_cache=int(len(manifest.files) - embedded.n_computed),
                  manifest_kind=manifest.source, batch_seconds=embed_opts.batch_seconds,
                  num_workers=embed_opts.num_workers, cache_dir=str(embed_opts.cache_dir))
@@ -141,7 +144,8 @@ def run_audit(opts: RunOptions) -> RunResult | None:
     ranking = rank.rank_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)
     seconds["ranking"] = time.perf_counter() - t
     t = time.perf_counter()
-    data_issues = find_data_issues(data.emb, data.labels, pred_probs, data.files)
+    data_issues = find_data_issues(data.emb, data.labels, pred_probs, data.files,
+                                   device="cuda" if data.facts["accelerator"] == "gpu" else "cpu")
     seconds["data_issues"] = time.perf_counter() - t
     return RunResult(clips=data.clips, classes=data.classes, labels=data.labels, emb=data.emb,
                      pred_probs=pred_probs, ranking=ranking, skipped=data.skipped, seconds=seconds,
