@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 
 from audit.errors import UserError
+from audit.rank import FILTER_BY, RANK_BY
 
 ACCELERATORS = ("auto", "cpu", "gpu")
-RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")  # = rank.RANK_BY
-FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-             "predicted_neq_given", "low_normalized_margin", "low_self_confidence")  # = rank.FILTER_BY
 
 
 def positive_float(text: str) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +43,6 @@ class RunOptions:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class RunResult:
-    clips: pd.DataFrame  # (N rows) path, label, extras: the usable clips, in manifest order
-    classes: list  # (C,) class names; class id = position
-    labels: np.ndarray  # (N,) given class ids
-    emb: np.ndarray  # (N, D)
-    pred_probs: np.ndarray  # (N, C) out-of-fold
-    ranking: pd.DataFrame  # rank.rank_issues output, index = row of `clips`
-    skipped: pd.DataFrame  # path, reason
-    seconds: dict
-    facts: dict = field(default_factory=dict)  # device, cache use, ... for summary.json
-    files: list = field(default_factory=list)  # (N,) absolute file of each clip
-    data_issues: object = None  # datalab.DataIssues
-    map_2d: np.ndarray | None = None  # (N, 2) PCA of the standardized embeddings, for the report
-
-
 def natural_key(label: str):
     """'2' < '10', 'a2' < 'a10': labels sort the way people count."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)]
@@ -74,6 +58,14 @@ class Embedded:
     seconds: dict
     facts: dict
     files: list  # (N,) absolute file of each clip
+
+
+@dataclass(frozen=True)
+class RunResult(Embedded):
+    pred_probs: np.ndarray  # (N, C) out-of-fold
+    ranking: pd.DataFrame  # rank.rank_issues output, index = row of `clips`
+    data_issues: object  # datalab.DataIssues
+    map_2d: np.ndarray  # (N, 2) PCA of the standardized embeddings, for the report
 
 
 def embed_dataset(opts: RunOptions) -> Embedded | None:
@@ -147,9 +139,9 @@ def run_audit(opts: RunOptions) -> RunResult | None:
     data_issues = find_data_issues(data.emb, data.labels, pred_probs, data.files,
                                    device="cuda" if data.facts["accelerator"] == "gpu" else "cpu")
     seconds["data_issues"] = time.perf_counter() - t
-    return RunResult(clips=data.clips, classes=data.classes, labels=data.labels, emb=data.emb,
-                     pred_probs=pred_probs, ranking=ranking, skipped=data.skipped, seconds=seconds,
-                     facts=data.facts, files=data.files, data_issues=data_issues, map_2d=pca_2d(data.emb))
+    stages = {f.name: getattr(data, f.name) for f in fields(Embedded)}
+    return RunResult(**{**stages, "seconds": seconds}, pred_probs=pred_probs, ranking=ranking,
+                     data_issues=data_issues, map_2d=pca_2d(data.emb))
 
 
 def pca_2d(emb: np.ndarray) -> np.ndarray:

@@ -9,9 +9,6 @@ arg-max of the probabilities.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from cleanlab.filter import find_label_issues
-from cleanlab.rank import get_label_quality_scores
 
 RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
@@ -19,12 +16,16 @@ FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learnin
 
 
 def rank_issues(labels: np.ndarray, pred_probs: np.ndarray, *, rank_by: str = "self_confidence",
-                filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:
+                filter_by: str = "prune_by_noise_rate") -> "pd.DataFrame":
     """One row per clip (index = clip row), sorted most-likely-error first.
 
     Columns: given (N,), suggested (N,) class ids, label_quality in [0, 1], is_label_issue.
     Flagged clips come first in cleanlab's ranking, then the rest by ascending quality.
     """
+    import pandas as pd  # here, not at the top: cli.py reads RANK_BY for --help, which stays fast
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
     assert rank_by in RANK_BY and filter_by in FILTER_BY, (rank_by, filter_by)
     assert np.allclose(pred_probs.sum(1), 1.0), "pred_probs rows must sum to 1"
     quality = get_label_quality_scores(labels, pred_probs, method=rank_by)  # (N,)
