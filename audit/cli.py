@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from audit.errors import UserError
-from audit.rank import FILTER_BY, RANK_BY
+from audit.rank import DEFAULT_FILTER_BY, FILTER_BY, RANK_BY
 
 ACCELERATORS = ("auto", "cpu", "gpu")
 
@@ -83,7 +83,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--seed", type=int, default=0, help="seeds folds and training (default: %(default)s)")
     h.add_argument("--rank-by", choices=RANK_BY, default="self_confidence",
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
-    h.add_argument("--filter-by", choices=FILTER_BY, default="prune_by_noise_rate",
+    h.add_argument("--filter-by", choices=FILTER_BY, default=DEFAULT_FILTER_BY,
                    help="cleanlab's rule for which clips are issues (default: %(default)s)")
     o = p.add_argument_group("output")
     o.add_argument("--top", type=nonneg_int, default=10, help="issues to print at the end (default: %(default)s)")
@@ -272,5 +272,5 @@ def _quiet_libraries() -> None:
         if name.startswith(("lightning", "speechbrain")):
             logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*custom batch sampler.*", ".*transfer_batch_to_device.*", ".*LeafSpec.*",
-                    ".*does not have many workers.*", ".*torchaudio.*deprecated.*", ".*_register_pytree_node.*"):
+                    ".*does not have many workers.*", ".*`srun` command is available.*", ".*torchaudio.*deprecated.*", ".*_register_pytree_node.*"):
         warnings.filterwarnings("ignore", message=pattern)

@@ -81,7 +81,7 @@ def reference_method(emb, noisy, n_classes, *, seed, **_):
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kind: str, repeats: int,
              seed: int, baseline: str | None, folds: int = 5, l2: float = heads.DEFAULT_L2,
-             rank_by: str = "self_confidence", filter_by: str = "prune_by_noise_rate",
+             rank_by: str = "self_confidence", filter_by: str = rank.DEFAULT_FILTER_BY,
              accelerator: str = "cpu", progress=None) -> list[dict]:
     """One record per (noise, method): metric -> {mean, std, runs}."""
     opts = dict(folds=folds, seed=seed, l2=l2, rank_by=rank_by, filter_by=filter_by, accelerator=accelerator)

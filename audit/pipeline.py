@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import UserError
+from audit.rank import DEFAULT_FILTER_BY
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class RunOptions:
     l2: float | None = None
     seed: int = 0
     rank_by: str = "self_confidence"
-    filter_by: str = "prune_by_noise_rate"
+    filter_by: str = DEFAULT_FILTER_BY
     progress: bool = True
 
     def as_dict(self) -> dict:
