@@ -113,3 +113,26 @@ def test_hub_id_that_cannot_be_fetched_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; on a user's machine: a bad id
     with pytest.raises(UserError, match="could not load it"):
         load_encoder("speechbrain/no-such-model-xyz", Path(tmp_path))
+
+
+class _Payload:
+    """Unpickling this would create a file: the test checks that it never happens."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_unpickles_code_is_refused(xvector_dir, tmp_path):
+    """Weights load with torch.load(weights_only=True) (PyTorch's default since 2.6, kept in 2.11)."""
+    import shutil
+
+    folder = tmp_path / "evil"
+    shutil.copytree(xvector_dir, folder)
+    marker = tmp_path / "pwned"
+    torch.save({"count": 1, "glob_mean": _Payload(str(marker))}, folder / "mean_var_norm_emb.ckpt")
+    with pytest.raises(UserError, match="could not load it"):
+        load_encoder(str(folder), tmp_path / "cache")
+    assert not marker.exists()
