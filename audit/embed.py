@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from audit import padding
 from audit.batching import Batch, ClipDataset, FixedBatches, bucket_batches, collate, probe_all
 from audit.cache import ShardStore, clip_keys
-from audit.devices import check_launch
+from audit.devices import check_launch, launcher_rank
 from audit.encoder import encoder_key, load_encoder
 from audit.errors import UserError
 
@@ -146,11 +146,12 @@ def embed(files: list[str], opts: EmbedOptions) -> Embeddings:
     batches = bucket_batches(durations, opts.batch_seconds)
     todo = [b for b in batches if any(keys[i] not in cached and keys[i] not in cached_failed for i in b)]
     n_todo = sum(len(b) for b in todo)
+    # Nothing to embed means no Trainer, so the launcher's rank (srun, torchrun) tells who goes on.
+    rank = _predict(files, keys, todo, n_todo, store, opts) if todo else launcher_rank()
+    if rank != 0:
+        return Embeddings(emb=np.zeros((0, 0), np.float32), failed={}, n_computed=n_todo,
+                          seconds=time.perf_counter() - start, is_rank_zero=False)
     if todo:
-        rank = _predict(files, keys, todo, n_todo, store, opts)
-        if rank != 0:
-            return Embeddings(emb=np.zeros((0, 0), np.float32), failed={}, n_computed=n_todo,
-                              seconds=time.perf_counter() - start, is_rank_zero=False)
         cached, cached_failed = store.load()
     dim = len(next(iter(cached.values()))) if cached else 0
     emb = np.full((len(files), dim), np.nan, dtype=np.float32)  # (N, D)

@@ -1,5 +1,6 @@
 """The result must not depend on how many processes computed it: 2 gloo ranks, and a real SLURM job."""
 
+import json
 import os
 import subprocess
 import sys
@@ -77,4 +78,15 @@ def test_slurm_job_with_two_tasks_matches_one_process(slurm, one_process, subset
     log = "\n".join(p.read_text() for p in tmp_path.glob("job-*.out"))
     assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", log
     assert {p.name.split("-")[1] for p in (out / "cache").glob("*/shard-*.npz")} == {"rank0", "rank1"}, log
+    assert_same_issues(one_process, out)
+
+    # A requeued job finds every shard done: no rank embeds again, and only rank 0 writes the outputs.
+    again = slurm.sbatch("--ntasks-per-node=2", f"--gpus-per-node={slurm_cluster.FAKE_GPUS}", "--cpus-per-task=1",
+                         f"--output={tmp_path}/again-%j.out", f"--chdir={ROOT}",
+                         os.path.join(ROOT, "slurm", "audit.sh"), env=env)
+    state = slurm.wait(again)
+    log = "\n".join(p.read_text() for p in tmp_path.glob("again-*.out"))
+    assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", log
+    assert json.loads((out / "summary.json").read_text())["n_embedded_now"] == 0
+    assert log.count("CV accuracy") == 1, log  # one summary: rank 1 stopped after the (empty) embedding stage
     assert_same_issues(one_process, out)
