@@ -7,7 +7,7 @@ lengths are drawn from FSDD's own length distribution, labels 0-9 in the names (
 follows the label, so the heads train on a learnable problem, as with real data). The encoder is an
 x-vector of the hub's layout with random weights (tests/fixtures): the default encoder's exact
 architecture, so the same cost per clip as the real one. Each point is a full `python -m audit`
-run in its own process on CPU; clips/s comes from the embedding stage's own seconds in
+run in its own process (CPU unless --accelerator gpu); clips/s comes from the embedding stage's own seconds in
 summary.json, peak memory from its peak_rss_mb (the run's process, its ranks and loader workers). Writes bench/out/scaling.json.
 """
 
@@ -44,9 +44,9 @@ def make_clips(folder: Path, n: int, lengths: np.ndarray, seed: int = 0) -> None
         sf.write(folder / f"{i % 10}_synth_{i}.wav", wav.astype(np.float32), 8000, subtype="PCM_16")
 
 
-def run(data: Path, encoder: Path, out: Path, devices: int) -> dict:
+def run(data: Path, encoder: Path, out: Path, devices: int, accelerator: str) -> dict:
     cmd = [sys.executable, "-m", "audit", "--data", str(data), "--encoder", str(encoder), "--out", str(out),
-           "--accelerator", "cpu", "--devices", str(devices), "--no-progress", "--top", "0"]
+           "--accelerator", accelerator, "--devices", str(devices), "--no-progress", "--top", "0"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     summary = json.loads((out / "summary.json").read_text())
     seconds = summary["seconds"]["embeddings"]
@@ -61,18 +61,20 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--ranks-at", type=int, default=4000, help="size at which 1 vs 2 ranks are compared")
+    p.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="gpu on a GPU machine")
+    p.add_argument("--encoder", default=None, help="default: an x-vector of the hub's layout, random weights")
     args = p.parse_args()
     from build_xvector import build_xvector
 
     work = Path(tempfile.mkdtemp())
-    encoder = build_xvector(work / "xvector")
+    encoder = Path(args.encoder) if args.encoder else build_xvector(work / "xvector")
     lengths = fsdd_lengths()
     results = []
     for n in sorted(set(args.sizes) | {args.ranks_at}):
         data = work / f"clips-{n}"
         make_clips(data, n, lengths)
         for devices in (args.ranks if n == args.ranks_at else [1]):
-            r = run(data, encoder, work / f"out-{n}-{devices}", devices)
+            r = run(data, encoder, work / f"out-{n}-{devices}", devices, args.accelerator)
             results.append(r)
             print(json.dumps(r), flush=True)
     out = ROOT / "bench" / "out"
