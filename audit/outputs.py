@@ -88,18 +88,20 @@ def data_issue_tables(result) -> dict[str, pd.DataFrame]:
     """outliers.csv, duplicates.csv, class_imbalance.csv and data_issues.csv from Datalab's findings."""
     issues, clips = result.data_issues, result.clips
     per_clip = issues.per_clip
-    base = pd.DataFrame({"path": clips["path"], "given_label": np.asarray(result.classes, dtype=object)[result.labels]})
+    base = pd.DataFrame({"path": clips["path"], "given_label": np.asarray(result.classes, dtype=object)[result.labels],
+                         "row": np.arange(len(clips))})  # row: as in scores.csv and map.csv
     tables = {"data_issues.csv": issues.summary}
     if "outlier_score" in per_clip:
         outliers = base.assign(outlier_score=per_clip["outlier_score"], is_outlier_issue=per_clip["is_outlier_issue"])
         tables["outliers.csv"] = outliers[outliers["is_outlier_issue"]].sort_values(
             ["outlier_score", "path"], kind="stable")
     groups = issues.duplicate_groups
-    dup = groups.assign(path=clips["path"].to_numpy()[groups["row"]],
-                        given_label=base["given_label"].to_numpy()[groups["row"]])
+    dup = groups[["group", "kind"]].assign(path=clips["path"].to_numpy()[groups["row"]],
+                                           given_label=base["given_label"].to_numpy()[groups["row"]],
+                                           row=groups["row"].to_numpy())
     if "near_duplicate_score" in per_clip:
         dup["near_duplicate_score"] = per_clip["near_duplicate_score"].to_numpy()[groups["row"]]
-    tables["duplicates.csv"] = dup.drop(columns="row")
+    tables["duplicates.csv"] = dup
     counts = pd.Series(result.labels).value_counts().reindex(range(len(result.classes)), fill_value=0)
     flagged = result.ranking.sort_index()["is_label_issue"].to_numpy()
     tables["class_imbalance.csv"] = pd.DataFrame({

@@ -52,9 +52,9 @@ def build_report(out: Path, top: int = DEFAULT_TOP) -> Path:
         max_rate=max([float(x) for x in read("class_imbalance.csv")["issue_rate"]] + [1e-9]),
         points=_points(clip_map, scores, outliers, {i["row"] for i in issues}), map_note=_map_note(len(clip_map)),
         outliers=[{"path": o.path, "label": o.given_label, "score": float(o.outlier_score),
-                   "href": _href(files[_row_of(clip_map, o.path)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
+                   "href": _href(files[int(o.row)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
         outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
-        dup_groups=_dup_groups(read("duplicates.csv"), clip_map),
+        dup_groups=_dup_groups(read("duplicates.csv"), files),
         skipped=read("skipped.csv").head(MAX_TABLE_ROWS).to_dict("records"),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
     path = out / "report.html"
@@ -143,7 +143,7 @@ def _points(clip_map: pd.DataFrame, scores: pd.DataFrame, outliers: pd.DataFrame
     xy = clip_map[["x", "y"]].astype(float).to_numpy()  # (N, 2)
     by_row = scores.set_index("row")
     flagged = by_row["is_label_issue"].reindex(range(len(xy))).eq("True").to_numpy()
-    outlier_paths = set(outliers["path"]) if len(outliers) else set()
+    outlier_rows = set(outliers["row"].astype(int)) if len(outliers) else set()
     keep = np.flatnonzero(flagged)
     rest = np.flatnonzero(~flagged)
     if len(keep) + len(rest) > MAX_MAP_POINTS:
@@ -155,7 +155,7 @@ def _points(clip_map: pd.DataFrame, scores: pd.DataFrame, outliers: pd.DataFrame
         x, y = 10 + (xy[i] - lo) * scale
         row = by_row.loc[i]
         path = clip_map["path"].iloc[i]
-        color = "#d92d20" if flagged[i] else "#f79009" if path in outlier_paths else "#98a2b3"
+        color = "#d92d20" if flagged[i] else "#f79009" if i in outlier_rows else "#98a2b3"
         points.append({"x": f"{x:.1f}", "y": f"{470 - y + 10:.1f}", "r": 4 if flagged[i] else 2.5, "color": color,
                        "issue": int(i) if flagged[i] and int(i) in with_card else None,
                        "title": f"{path} · given {row['given_label']} · suggested {row['suggested_label']}"})
@@ -168,20 +168,16 @@ def _map_note(n: int) -> str:
     return f"{n} clips: every label issue is drawn, and a sample of the others ({MAX_MAP_POINTS} points in all)."
 
 
-def _dup_groups(dups: pd.DataFrame, clip_map: pd.DataFrame) -> list:
+def _dup_groups(dups: pd.DataFrame, files: list) -> list:
     groups = []
     for gid, members in dups.groupby("group", sort=False):
         if len(groups) >= MAX_TABLE_ROWS:
             break
         groups.append({"group": gid, "kind": members["kind"].iloc[0],
                        "members": [{"path": m.path, "label": m.given_label,
-                                    "href": _href(clip_map["file"].iloc[_row_of(clip_map, m.path)])}
+                                    "href": _href(files[int(m.row)])}
                                    for m in members.itertuples()]})
     return groups
-
-
-def _row_of(clip_map: pd.DataFrame, path: str) -> int:
-    return int(np.flatnonzero(clip_map["path"].to_numpy() == path)[0])
 
 
 def _href(file: str) -> str:
