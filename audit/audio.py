@@ -8,6 +8,7 @@ resampler, the same one SpeechBrain's own audio loader applies.
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import numpy as np
 import soundfile as sf
@@ -20,7 +21,19 @@ MIN_SECONDS = 0.1  # 10 fbank frames: shorter clips are too short for the encode
 
 
 class ClipError(Exception):
-    """A clip that cannot be used; the message is the reason written to skipped.csv."""
+    """A clip that cannot be used, for a reason that will not change on a retry (written to skipped.csv)."""
+
+
+HASH_CHUNK = 1 << 20  # bytes read at a time: hashing a long file keeps memory flat
+
+
+def file_sha1(path: str) -> str:
+    """SHA-1 of the file's bytes (finds byte-identical duplicates). An OSError is transient: it propagates."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def probe(path: str) -> tuple[float, int]:
@@ -43,6 +56,8 @@ def load(path: str) -> torch.Tensor:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
             data = f.read(frames=int(MAX_SECONDS * rate), dtype="float32", always_2d=True)  # (T0, ch)
+    except OSError:  # the disk, not the file: let the caller retry it another time
+        raise
     except Exception as e:
         raise ClipError(f"unreadable audio: {_short(e)}") from None
     if data.shape[0] == 0:

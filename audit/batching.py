@@ -2,7 +2,10 @@
 
 Notation: N clips, B clips in a batch, T samples (16 kHz) of the longest clip in the batch.
 A batch is `Batch(index (B,), wavs (B, T) zero-padded, lens (B,) relative lengths in (0, 1],
-failed [(index, reason)])`: the layout SpeechBrain's `encode_batch(wavs, wav_lens)` takes.
+meta {name: (B,) strings}, failed [(row, reason)], retry [(row, reason)])`: wavs and lens are the
+layout SpeechBrain's `encode_batch(wavs, wav_lens)` takes; meta holds facts the decoding workers
+found on the way (the file's SHA-1); `failed` clips will never decode, `retry` ones hit a transient
+error (I/O, memory) and are tried again on the next run.
 
 Batches are formed once, globally, from the clips' durations (sorted longest first, so the peak
 memory shows up in the first batch) and only then dealt to ranks: a clip is embedded in the same
@@ -20,8 +23,6 @@ from torch.utils.data import Dataset, Sampler
 
 from audit import audio
 
-DEFAULT_BATCH_SECONDS = {"cpu": 8.0, "gpu": 256.0}  # padded audio seconds per batch: on CPU small
-# batches stay in cache (measured best of 4/8/16 s on FSDD, bench/RESULTS.md); a GPU wants them wide
 PROBE_THREADS = 16  # reading headers is I/O-bound: threads hide a network file system's latency
 
 
@@ -30,7 +31,9 @@ class Batch:
     index: torch.Tensor  # (B,) rows of the manifest
     wavs: torch.Tensor  # (B, T) float32, zero after each clip's end
     lens: torch.Tensor  # (B,) clip length / T
-    failed: list  # [(row, reason)] clips of this batch that could not be decoded
+    meta: dict  # {name: [str] (B,)}: sha1 of each clip's file
+    failed: list  # [(row, reason)] clips of this batch that cannot be decoded
+    retry: list  # [(row, reason)] clips that hit a transient error: not cached, retried next run
 
 
 def probe_all(files: list[str]) -> tuple[np.ndarray, dict[int, str]]:
@@ -80,8 +83,19 @@ class FixedBatches(Sampler):
         return len(self.batches)
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One clip as a DataLoader worker leaves it."""
+
+    row: int
+    wav: torch.Tensor | None  # (T,) mono 16 kHz, or None when it failed
+    reason: str | None = None
+    transient: bool = False  # the failure may not happen again (I/O, memory): do not cache it
+    sha1: str = ""
+
+
 class ClipDataset(Dataset):
-    """Row -> (row, waveform (T,) or None, reason or None); decoding runs in DataLoader workers."""
+    """Row -> Decoded; hashing and decoding run in DataLoader workers, each file read once there."""
 
     def __init__(self, files: list[str]):
         self.files = files
@@ -89,22 +103,26 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, row: int):
+    def __getitem__(self, row: int) -> Decoded:
+        path = self.files[row]
         try:
-            return row, audio.load(self.files[row]), None
+            sha1 = audio.file_sha1(path)
+            return Decoded(row, audio.load(path), sha1=sha1)
         except audio.ClipError as e:
-            return row, None, str(e)
-        except Exception as e:  # a clip must never take the run down with it
-            return row, None, f"decoding failed: {type(e).__name__}: {e}"
+            return Decoded(row, None, str(e))
+        except Exception as e:  # OSError, MemoryError...: a clip must never take the run down with it
+            return Decoded(row, None, f"read error, retried on the next run: {type(e).__name__}: {e}"[:300],
+                           transient=True)
 
 
-def collate(items) -> Batch:
-    good = [(row, wav) for row, wav, _ in items if wav is not None]
-    failed = [(row, reason) for row, wav, reason in items if wav is None]
-    longest = max((len(w) for _, w in good), default=1)
+def collate(items: list[Decoded]) -> Batch:
+    good = [d for d in items if d.wav is not None]
+    longest = max((len(d.wav) for d in good), default=1)
     wavs = torch.zeros(len(good), longest)  # (B, T)
-    for b, (_, wav) in enumerate(good):
-        wavs[b, : len(wav)] = wav
-    lens = torch.tensor([len(w) / longest for _, w in good], dtype=torch.float32)  # (B,)
-    index = torch.tensor([row for row, _ in good], dtype=torch.long)  # (B,)
-    return Batch(index=index, wavs=wavs, lens=lens, failed=failed)
+    for b, d in enumerate(good):
+        wavs[b, : len(d.wav)] = d.wav
+    lens = torch.tensor([len(d.wav) / longest for d in good], dtype=torch.float32)  # (B,)
+    index = torch.tensor([d.row for d in good], dtype=torch.long)  # (B,)
+    return Batch(index=index, wavs=wavs, lens=lens, meta={"sha1": [d.sha1 for d in good]},
+                 failed=[(d.row, d.reason) for d in items if d.wav is None and not d.transient],
+                 retry=[(d.row, d.reason) for d in items if d.wav is None and d.transient])

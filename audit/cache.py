@@ -1,23 +1,41 @@
-"""The embedding cache: shards of (clip key -> embedding (D,)) per encoder, written atomically.
+"""The embedding cache: shards of (clip key -> embedding (D,) and facts about the file), written atomically.
 
-A clip's key hashes its absolute path, size and modification time, so an edited or replaced file
-is embedded again. Each shard is an .npz of plain arrays (no pickles) with a SHA-256 over its
-contents: a truncated or corrupt shard is detected, moved aside and its clips recomputed. Clips
-that could not be decoded are stored with their reason, so a rerun does not decode them again.
+Notation: n clips in a shard, D embedding dim. The cache folder's name (`cache_folder`) hashes
+everything that shapes an embedding besides the clip: the encoder's files (and hub revision), the
+precision, and `PIPELINE_VERSION` (decoding, resampling, padding fix, cut rule). A clip's key
+hashes its absolute path, size and modification time, so an edited or replaced file is embedded
+again. Each shard is an .npz of plain arrays (no pickles) with a SHA-256 over its contents: a
+truncated or corrupt shard is moved aside and its clips recomputed. Clips that failed for a reason
+that will not change (not audio, too short, NaN samples) are stored with it; a transient failure
+(an I/O error on a network disk) is never stored, so the next run tries again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# Bump when decoding, resampling, the padding fix or the cut/window rules change what a clip embeds to.
+PIPELINE_VERSION = "2"
+STAT_THREADS = 16  # stat() is I/O-bound on network file systems
+KEY_DTYPE = "U40"  # sha1 hex digests
+
+
+def cache_folder(root: Path, encoder_name: str, encoder_identity: str, **settings) -> Path:
+    """root/<encoder name>-<digest of the encoder, the settings and PIPELINE_VERSION>."""
+    text = "\n".join([f"pipeline={PIPELINE_VERSION}", f"encoder={encoder_identity}"]
+                     + [f"{k}={settings[k]}" for k in sorted(settings)])
+    return Path(root) / f"{encoder_name}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
 def clip_keys(files: list[str]) -> list[str]:
@@ -25,23 +43,34 @@ def clip_keys(files: list[str]) -> list[str]:
         st = os.stat(f)
         return hashlib.sha1(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
 
-    with ThreadPoolExecutor(16) as pool:  # stat() is I/O-bound on network file systems
+    with ThreadPoolExecutor(STAT_THREADS) as pool:
         return list(pool.map(key, files))
+
+
+@dataclass
+class CacheContents:
+    emb: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (D,)
+    meta: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> {name: value}, e.g. sha1
+    failed: dict[str, str] = field(default_factory=dict)  # key -> reason
 
 
 class ShardStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
-    def write(self, keys: list[str], emb: np.ndarray, failed: list[tuple[str, str]], tag: str) -> Path:
-        """One shard: keys (n,), emb (n, D) float32, failed (key, reason) pairs. Atomic (temp + rename)."""
+    def write(self, keys: list[str], emb: np.ndarray, failed: list[tuple[str, str]], tag: str,
+              meta: dict[str, list[str]] | None = None) -> Path:
+        """One shard: keys (n,), emb (n, D) float32, meta {name: (n,) strings}, failed (key, reason) pairs."""
         assert len(keys) == len(emb), f"{len(keys)} keys for {len(emb)} embeddings"
+        meta = meta or {}
+        assert all(len(v) == len(keys) for v in meta.values()), {k: len(v) for k, v in meta.items()}
         self.folder.mkdir(parents=True, exist_ok=True)
         arrays = dict(
-            keys=np.array(keys, dtype="U40"),
+            keys=np.array(keys, dtype=KEY_DTYPE),
             emb=np.ascontiguousarray(emb, dtype=np.float32),
-            failed_keys=np.array([k for k, _ in failed], dtype="U40"),
+            failed_keys=np.array([k for k, _ in failed], dtype=KEY_DTYPE),
             failed_reasons=np.array([r for _, r in failed], dtype=str),
+            **{f"meta_{name}": np.array(values, dtype=str) for name, values in sorted(meta.items())},
         )
         arrays["digest"] = np.array(_digest(arrays))
         path = self.folder / f"shard-{tag}-{uuid.uuid4().hex[:12]}.npz"
@@ -53,23 +82,27 @@ class ShardStore:
         os.replace(tmp, path)
         return path
 
-    def load(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """({key: embedding (D,)}, {key: reason}) from every intact shard; corrupt ones are set aside."""
-        emb, failed = {}, {}
+    def load(self) -> CacheContents:
+        """Every intact shard's contents; corrupt ones are set aside."""
+        out = CacheContents()
         for path in sorted(self.folder.glob("shard-*.npz")):
             arrays = self._read(path)
             if arrays is None:
                 continue
-            emb.update(zip(arrays["keys"].tolist(), arrays["emb"]))
-            failed.update(zip(arrays["failed_keys"].tolist(), arrays["failed_reasons"].tolist()))
-        for key in emb:  # a clip decoded after an earlier failure (or by another rank) counts as done
-            failed.pop(key, None)
-        return emb, failed
+            keys = arrays["keys"].tolist()
+            out.emb.update(zip(keys, arrays["emb"]))
+            names = [n for n in arrays if n.startswith("meta_")]
+            for i, key in enumerate(keys):
+                out.meta[key] = {n[5:]: str(arrays[n][i]) for n in names}
+            out.failed.update(zip(arrays["failed_keys"].tolist(), arrays["failed_reasons"].tolist()))
+        for key in out.emb:  # a clip decoded after an earlier failure (or by another rank) counts as done
+            out.failed.pop(key, None)
+        return out
 
     def _read(self, path: Path):
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("keys", "emb", "failed_keys", "failed_reasons", "digest")}
+                arrays = {k: z[k] for k in z.files}
             ok = (arrays["emb"].ndim == 2 and len(arrays["emb"]) == len(arrays["keys"])
                   and str(arrays["digest"]) == _digest(arrays))
         except Exception:
@@ -77,13 +110,16 @@ class ShardStore:
         if ok:
             return arrays
         log.warning("embedding cache: %s is corrupt; its clips will be recomputed", path.name)
-        os.replace(path, path.with_suffix(".corrupt"))
+        # Another process (a second job on the same cache) may have moved it aside first.
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, path.with_suffix(".corrupt"))
         return None
 
 
 def _digest(arrays: dict) -> str:
     h = hashlib.sha256()
-    for name in ("keys", "emb", "failed_keys", "failed_reasons"):
+    names = ["keys", "emb", "failed_keys", "failed_reasons"] + sorted(n for n in arrays if n.startswith("meta_"))
+    for name in names:
         h.update(name.encode())
         h.update(str(arrays[name].shape).encode())
         h.update(np.ascontiguousarray(arrays[name]).tobytes())

@@ -4,8 +4,9 @@
     audit evaluate --noise 0.05 0.1 ...      flip labels on purpose and measure how many audit finds
     audit report OUT [--top N]               rebuild OUT/report.html from a run's outputs
 
-The only module that exits: a user's mistake is one line on stderr and exit status 2.
-Heavy imports (torch, SpeechBrain, Lightning) wait until after argument parsing, so --help is fast.
+A thin layer over the library (`audit.api`): argparse turns text into `RunOptions`, whose defaults
+and rules live in options.py. The only module that exits: a user's mistake is one line on stderr
+and exit status 2. Heavy imports (torch, SpeechBrain, Lightning) wait until after argument parsing.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from audit import options as o
 from audit.errors import UserError
-from audit.rank import DEFAULT_FILTER_BY, FILTER_BY, RANK_BY
 
-ACCELERATORS = ("auto", "cpu", "gpu")
+COMMANDS = "commands: run (the default), evaluate, report -- `audit evaluate --help`, `audit report --help`"
 
 
 def positive_float(text: str) -> float:
@@ -39,14 +40,25 @@ def devices_arg(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"a positive number of devices or 'auto', got {text!r}")
 
 
-def nonneg_int(text: str) -> int:
-    if text.isdigit():
+def int_at_least(low: int):
+    def parse(text: str) -> int:
+        if text.lstrip("-").isdigit() and int(text) >= low:
+            return int(text)
+        raise argparse.ArgumentTypeError(f"a whole number >= {low}, got {text!r}")
+
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+def any_int(text: str) -> int:
+    try:
         return int(text)
-    raise argparse.ArgumentTypeError(f"a whole number >= 0, got {text!r}")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The options shared by `audit run` and `audit evaluate`."""
+    """The options shared by `audit run` and `audit evaluate`; defaults come from options.py."""
     d = p.add_argument_group("data")
     d.add_argument("--data", default="fsdd",
                    help="a folder of audio (label in the file name, or one sub-folder per class), a CSV/Parquet "
@@ -56,38 +68,40 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="for a folder of files: a regex with a named group 'label', searched in each file name "
                         "(default: the text before the first '_', as in 7_jackson_32.wav)")
     e = p.add_argument_group("embeddings")
-    e.add_argument("--encoder", default="speechbrain/spkrec-xvect-voxceleb",
+    e.add_argument("--encoder", default=o.DEFAULT_ENCODER,
                    help="a Hugging Face id or a local folder of a SpeechBrain speaker EncoderClassifier "
                         "(default: %(default)s, 512-d x-vectors)")
-    e.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
+    e.add_argument("--accelerator", choices=o.ACCELERATORS, default="auto",
                    help="as in Lightning; auto takes a GPU if there is one (default: %(default)s)")
     e.add_argument("--devices", type=devices_arg, default="auto",
                    help="devices per node, as in Lightning; more than one runs the embedding stage as DDP "
                         "(default: %(default)s)")
-    e.add_argument("--num-nodes", type=int, default=1, help="nodes, as in Lightning (default: %(default)s)")
+    e.add_argument("--num-nodes", type=int_at_least(1), default=1, help="nodes, as in Lightning (default: %(default)s)")
     e.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: %(default)s)")
-    e.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "16-mixed"),
-                   help="encoder precision (default: %(default)s)")
+    e.add_argument("--precision", default="32-true", choices=o.PRECISIONS,
+                   help="encoder precision; part of the cache key (default: %(default)s)")
     e.add_argument("--batch-seconds", type=positive_float, default=None, metavar="S",
-                   help="padded audio seconds per batch (default: 8 on CPU, 256 on GPU)")
-    e.add_argument("--num-workers", type=nonneg_int, default=None, metavar="N",
-                   help="DataLoader processes decoding audio (default: cores - 1, at most 8)")
+                   help="padded audio seconds per batch (default: "
+                        f"{o.DEFAULT_BATCH_SECONDS['cpu']:g} on CPU, {o.DEFAULT_BATCH_SECONDS['gpu']:g} on GPU)")
+    e.add_argument("--num-workers", type=int_at_least(0), default=None, metavar="N",
+                   help=f"DataLoader processes decoding audio (default: cores - 1, at most {o.MAX_WORKERS})")
     e.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="embedding cache, reused across runs (default: OUT/cache)")
-    e.add_argument("--shard-clips", type=int, default=1024, metavar="N",
+    e.add_argument("--shard-clips", type=int_at_least(1), default=o.SHARD_CLIPS, metavar="N",
                    help="clips per cache shard: at most this much work is redone after a kill (default: %(default)s)")
     h = p.add_argument_group("heads and ranking")
-    h.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
-    h.add_argument("--l2", type=positive_float, default=None,
-                   help="L2 penalty of the linear heads on standardized embeddings (default: 0.01)")
-    h.add_argument("--seed", type=int, default=0, help="seeds folds and training (default: %(default)s)")
-    h.add_argument("--rank-by", choices=RANK_BY, default="self_confidence",
+    h.add_argument("--folds", type=int_at_least(o.MIN_FOLDS), default=o.DEFAULT_FOLDS,
+                   help="cross-validation folds; every class needs at least this many clips (default: %(default)s)")
+    h.add_argument("--l2", type=positive_float, default=o.DEFAULT_L2,
+                   help="L2 penalty of the linear heads on standardized embeddings (default: %(default)s)")
+    h.add_argument("--seed", type=any_int, default=0, help="seeds folds and training (default: %(default)s)")
+    h.add_argument("--rank-by", choices=o.RANK_BY, default="self_confidence",
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
-    h.add_argument("--filter-by", choices=FILTER_BY, default=DEFAULT_FILTER_BY,
+    h.add_argument("--filter-by", choices=o.FILTER_BY, default=o.DEFAULT_FILTER_BY,
                    help="cleanlab's rule for which clips are issues (default: %(default)s)")
-    o = p.add_argument_group("output")
-    o.add_argument("--top", type=nonneg_int, default=10, help="issues to print at the end (default: %(default)s)")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
+    out = p.add_argument_group("output")
+    out.add_argument("--top", type=int_at_least(0), default=10, help="issues to print at the end (default: %(default)s)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -95,15 +109,18 @@ def run_parser() -> argparse.ArgumentParser:
         prog="audit",
         description="Find label errors in an audio classification dataset: embed every clip with a frozen "
                     "SpeechBrain speaker encoder, train cross-validated linear heads with Lightning, and rank "
-                    "the clips whose given label the out-of-fold probabilities disagree with (cleanlab).",
+                    "the clips whose given label the out-of-fold probabilities disagree with (cleanlab).\n\n"
+                    + COMMANDS,
         epilog="examples:\n  audit --data fsdd --out runs/fsdd\n"
                "  audit --data clips/ --label-pattern '^(?P<label>\\w+)-' --out runs/mine --devices 1\n"
-               "  audit --data manifest.csv --encoder speechbrain/spkrec-ecapa-voxceleb --out runs/ecapa",
+               "  audit --data manifest.csv --encoder speechbrain/spkrec-ecapa-voxceleb --out runs/ecapa\n"
+               "  audit evaluate --data fsdd --noise 0.05 --baseline reference\n"
+               "  audit report runs/fsdd",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: runs/<name of --data>); refused if it holds anything else")
-    p.add_argument("--report-top", type=nonneg_int, default=50, metavar="N",
+    p.add_argument("--report-top", type=int_at_least(0), default=50, metavar="N",
                    help="issues shown with audio, spectrogram and waveform in report.html (default: %(default)s)")
     p.add_argument("--relabel-out", default=None, metavar="FILE",
                    help="also write a manifest CSV with the suggested label applied to each flagged clip "
@@ -114,21 +131,16 @@ def run_parser() -> argparse.ArgumentParser:
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audit report", description="Rebuild OUT/report.html from a run's output folder.")
     p.add_argument("out", metavar="OUT", help="an audit output folder")
-    p.add_argument("--top", type=nonneg_int, default=50, help="issues shown with media (default: %(default)s)")
+    p.add_argument("--top", type=int_at_least(0), default=50, help="issues shown with media (default: %(default)s)")
     return p
 
 
 def cmd_report(argv: list[str]) -> int:
     args = report_parser().parse_args(argv)
-    out = Path(args.out)
-    needed = ("summary.json", "scores.csv", "pred_probs.npy", "classes.json", "map.csv")
-    missing = [n for n in needed if not (out / n).is_file()]
-    if missing:
-        raise UserError(f"{out}: not an audit output folder (missing {', '.join(missing)})")
     _quiet_libraries()
     from audit.report import build_report
 
-    print(f"written: {build_report(out, top=args.top)}")
+    print(f"written: {build_report(Path(args.out), top=args.top)}")
     return 0
 
 
@@ -143,11 +155,12 @@ def evaluate_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     n = p.add_argument_group("evaluation")
     n.add_argument("--noise", type=positive_float, nargs="+", default=[0.05, 0.1], metavar="P",
-                   help="fraction(s) of labels to flip, each in (0, 0.5] (default: 0.05 0.1)")
+                   help=f"fraction(s) of labels to flip, each in (0, {o.MAX_NOISE}] (default: 0.05 0.1)")
     n.add_argument("--noise-kind", choices=("uniform", "confusable"), default="uniform",
                    help="uniform: any other class; confusable: toward the classes the model already confuses "
                         "(default: %(default)s)")
-    n.add_argument("--repeats", type=int, default=3, help="flips per noise level, with different seeds (default: 3)")
+    n.add_argument("--repeats", type=int_at_least(1), default=3,
+                   help="flips per noise level, with different seeds (default: 3)")
     n.add_argument("--baseline", choices=("reference", "none"), default="none",
                    help="reference: also score sklearn LogisticRegression(C=0.01) + 5-fold cross_val_predict + "
                         "cleanlab self-confidence on the same flips (default: %(default)s)")
@@ -155,60 +168,39 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from(args: argparse.Namespace):
-    from audit.pipeline import RunOptions
-
-    if args.folds < 2:
-        raise UserError(f"--folds {args.folds}: need at least 2")
-    if args.shard_clips < 1:
-        raise UserError(f"--shard-clips {args.shard_clips}: need at least 1")
-    if args.num_nodes < 1:
-        raise UserError(f"--num-nodes {args.num_nodes}: need at least 1")
-    out = args.out or str(Path("runs") / (Path(args.data.rstrip("/")).stem or "audit"))
-    if getattr(args, "noise", None) is not None:
-        bad = [p for p in args.noise if p > 0.5]
-        if bad:
-            raise UserError(f"--noise {bad[0]}: at most 0.5 (beyond that the flipped labels are the majority)")
-        if args.repeats < 1:
-            raise UserError(f"--repeats {args.repeats}: need at least 1")
-        out = args.out or str(Path("runs") / f"eval-{Path(args.data.rstrip('/')).stem or 'audit'}")
-    return RunOptions(
-        data=args.data, out=out, label_pattern=args.label_pattern, encoder=args.encoder,
+def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
+    return o.RunOptions(
+        data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, encoder=args.encoder,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
-        cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, seed=args.seed, rank_by=args.rank_by,
-        filter_by=args.filter_by, progress=not args.no_progress)
+        cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, seed=args.seed,
+        rank_by=args.rank_by, filter_by=args.filter_by, progress=not args.no_progress)
+
+
+def _data_name(data: str) -> str:
+    return Path(data.rstrip("/")).stem or "audit"
 
 
 def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
-    start = time.perf_counter()
-    opts = options_from(args)
-    out = Path(opts.out)
-    from audit import outputs
-
-    outputs.prepare_out(out)
+    opts = options_from(args, default_out=str(Path("runs") / _data_name(args.data)))
     _quiet_libraries()
-    from audit.pipeline import run_audit
+    from audit import api, outputs
 
-    result = run_audit(opts)
+    result = api.audit(opts, report_top=args.report_top)
     if result is None:  # another rank of the embedding stage: rank 0 writes the outputs
         return 0
-    summary = outputs.build_summary(result, opts.as_dict(), time.perf_counter() - start)
-    table = outputs.write_outputs(out, result, summary)
-    from audit.report import build_report
-
-    build_report(out, top=args.report_top)
-    outputs.print_summary(summary, table, out, top=args.top)
+    outputs.print_summary(result.summary, result.scores, Path(opts.out), top=args.top)
     if args.relabel_out:
-        n = outputs.write_relabelled_manifest(result, Path(args.relabel_out))
+        n = outputs.write_relabelled_manifest(result.run, Path(args.relabel_out))
         print(f"relabelled manifest: {args.relabel_out} ({n} labels changed; train on it after reviewing report.html)")
     return 0
 
 
 def cmd_evaluate(argv: list[str]) -> int:
     args = evaluate_parser().parse_args(argv)
-    opts = options_from(args)
+    o.check_noise(args.noise, args.repeats)
+    opts = options_from(args, default_out=str(Path("runs") / f"eval-{_data_name(args.data)}")).resolve()
     out = Path(opts.out)
     from audit import outputs
 
@@ -216,7 +208,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     _quiet_libraries()
     from tqdm.auto import tqdm
 
-    from audit import evaluate, heads
+    from audit import evaluate
     from audit.pipeline import embed_dataset
 
     start = time.perf_counter()
@@ -228,8 +220,8 @@ def cmd_evaluate(argv: list[str]) -> int:
                disable=not opts.progress)
     records = evaluate.evaluate(
         data.emb, data.labels, len(data.classes), noises=args.noise, kind=args.noise_kind, repeats=args.repeats,
-        seed=opts.seed, baseline=args.baseline, folds=opts.folds, l2=opts.l2 or heads.DEFAULT_L2,
-        rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=data.facts["accelerator"],
+        seed=opts.seed, baseline=args.baseline, folds=opts.folds, l2=opts.l2,
+        rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=opts.accelerator,
         progress=lambda *_: bar.update())
     bar.close()
     report = {"n_clips": len(data.clips), "n_skipped": len(data.skipped), "n_classes": len(data.classes),
@@ -272,5 +264,6 @@ def _quiet_libraries() -> None:
         if name.startswith(("lightning", "speechbrain")):
             logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*custom batch sampler.*", ".*transfer_batch_to_device.*", ".*LeafSpec.*",
-                    ".*does not have many workers.*", ".*`srun` command is available.*", ".*torchaudio.*deprecated.*", ".*_register_pytree_node.*"):
+                    ".*does not have many workers.*", ".*`srun` command is available.*", ".*torchaudio.*deprecated.*",
+                    ".*_register_pytree_node.*"):
         warnings.filterwarnings("ignore", message=pattern)

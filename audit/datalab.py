@@ -1,16 +1,17 @@
 """More than label errors: cleanlab's Datalab issue types from the same embeddings and probabilities.
 
-Notation: N clips, C classes, D embedding dim. From `emb` (N, D) and the out-of-fold `pred_probs`
-(N, C), Datalab finds outliers (clips unlike their class or the dataset: noise, silence, another
+Notation: N clips, K classes, D embedding dim. From `emb` (N, D) and the out-of-fold `pred_probs`
+(N, K), Datalab finds outliers (clips unlike their class or the dataset: noise, silence, another
 language), near-duplicates (the same recording under two names leaks across train/test splits),
-non-IID ordering, class imbalance and underperforming groups. Exact duplicates are found from the
-files' bytes as well, so a copied file is named as such even where its embedding is not unique.
+non-IID ordering (only where the rows keep the user's order: audit's own order of a folder is
+sorted by label, and a non-IID score would measure that sort), class imbalance and underperforming
+groups. Exact duplicates are found from the files' SHA-1 (hashed once, in the decoding workers), so
+a copied file is named as such even where its embedding is not unique.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 from dataclasses import dataclass
 
@@ -54,31 +55,35 @@ def knn_graph(emb: np.ndarray, k: int = KNN_K, device: str = "cpu"):
     return csr_matrix((data, indices, np.arange(0, n * k + 1, k)), shape=(n, n))
 
 
-def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, files: list[str],
-                     device: str = "cpu") -> DataIssues:
+def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, sha1: list[str], *,
+                     user_order: bool, device: str = "cpu") -> DataIssues:
     import logging
     import warnings
 
     from cleanlab import Datalab
 
+    types = [t for t in ISSUE_TYPES if user_order or t != "non_iid"]
     lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
     # Datalab prints notes (e.g. "no meaningful clusters" for small data) to stdout: keep the terminal clean.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("cleanlab").setLevel(logging.ERROR)
         lab.find_issues(features=emb.astype(np.float32), pred_probs=pred_probs,
-                        knn_graph=knn_graph(emb, device=device), issue_types={t: {} for t in ISSUE_TYPES})
+                        knn_graph=knn_graph(emb, device=device), issue_types={t: {} for t in types})
     summary = lab.get_issue_summary().reset_index(drop=True)
-    found = [t for t in ISSUE_TYPES if t in set(summary["issue_type"])]
+    found = [t for t in types if t in set(summary["issue_type"])]
     cols = [c for t in found for c in (f"is_{t}_issue", f"{t}_score")]
     per_clip = lab.get_issues()[[c for c in cols if c in lab.get_issues().columns]].reset_index(drop=True)
     near_sets = lab.get_issues("near_duplicate")["near_duplicate_sets"] if "near_duplicate" in found else None
-    return DataIssues(summary=summary, per_clip=per_clip, duplicate_groups=_duplicate_groups(files, near_sets))
+    return DataIssues(summary=summary, per_clip=per_clip, duplicate_groups=_duplicate_groups(sha1, near_sets))
 
 
-def _duplicate_groups(files: list[str], near_sets) -> pd.DataFrame:
-    """Groups of rows: identical bytes ('exact'), then Datalab's near-duplicate sets ('near')."""
-    parent = list(range(len(files)))
+def _duplicate_groups(sha1: list[str], near_sets) -> pd.DataFrame:
+    """Groups of rows linked by identical bytes or Datalab's near-duplicate sets.
+
+    A group is 'exact' only when all its members hold the same bytes; any near link makes it 'near'.
+    """
+    parent = list(range(len(sha1)))
 
     def root(i):
         while parent[i] != i:
@@ -89,41 +94,21 @@ def _duplicate_groups(files: list[str], near_sets) -> pd.DataFrame:
     def union(i, j):
         parent[root(i)] = root(j)
 
-    by_hash: dict[str, list[int]] = {}
-    sizes = {}
-    for i, f in enumerate(files):  # hash only files whose size another file shares
-        sizes.setdefault(_size(f), []).append(i)
-    for rows in sizes.values():
-        if len(rows) > 1:
-            for i in rows:
-                by_hash.setdefault(_sha1(files[i]), []).append(i)
-    exact = set()
-    for rows in by_hash.values():
-        for i in rows[1:]:
-            union(i, rows[0])
-        if len(rows) > 1:
-            exact.update(rows)
+    first: dict[str, int] = {}
+    for i, digest in enumerate(sha1):
+        if digest:  # "" where unknown (no audio read this run)
+            union(i, first.setdefault(digest, i))
     if near_sets is not None:
         for i, others in enumerate(near_sets):
             for j in others:
                 union(i, int(j))
     groups: dict[int, list[int]] = {}
-    for i in range(len(files)):
+    for i in range(len(sha1)):
         groups.setdefault(root(i), []).append(i)
     out, gid = [], 0
     for members in sorted((m for m in groups.values() if len(m) > 1), key=lambda m: m[0]):
-        kind = "exact" if all(i in exact for i in members) else "near"
+        digests = {sha1[i] for i in members}
+        kind = "exact" if len(digests) == 1 and "" not in digests else "near"
         out += [(gid, kind, i) for i in members]
         gid += 1
     return pd.DataFrame(out, columns=["group", "kind", "row"])
-
-
-def _size(path: str) -> int:
-    import os
-
-    return os.path.getsize(path)
-
-
-def _sha1(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha1").hexdigest()

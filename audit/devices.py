@@ -36,10 +36,3 @@ def check_launch(accelerator: str, devices, num_nodes: int) -> None:
         elif not all(os.environ.get(v) for v in ("MASTER_ADDR", "NODE_RANK", "WORLD_SIZE")):
             raise UserError(f"--num-nodes {num_nodes}: several nodes need a launcher (srun in a SLURM job, "
                             "or torchrun setting MASTER_ADDR, NODE_RANK and WORLD_SIZE); see slurm/audit.sh")
-
-
-def launcher_rank() -> int:
-    """This process's global rank as set by a launcher (torchrun: RANK, srun: SLURM_PROCID), else 0."""
-    import os
-
-    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)

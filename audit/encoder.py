@@ -1,7 +1,12 @@
-"""Load a frozen SpeechBrain speaker encoder from a Hugging Face id or a local folder.
+"""Load a frozen SpeechBrain speaker encoder and embed padded batches as if each clip were alone.
 
-Any SpeechBrain `EncoderClassifier` works (x-vector: 512-d, ECAPA: 192-d); its `encode_batch(wavs,
-wav_lens)` maps padded 16 kHz audio (B, T) with relative lengths (B,) to embeddings (B, 1, D).
+Notation: B clips, T samples, D embedding dim. Any SpeechBrain `EncoderClassifier` works (x-vector:
+512-d, ECAPA: 192-d). A hub id is first fetched to a local snapshot folder (its path names the
+revision), so hub and local encoders are loaded, and keyed in the cache, the same way.
+
+`load_encoder` checks once, in a fraction of a second, that a short clip padded in a batch still
+gets the embedding it gets alone: audit/padding.py patches private SpeechBrain methods, and a
+SpeechBrain release that moves them must stop the run, not silently change every embedding.
 """
 
 from __future__ import annotations
@@ -10,50 +15,110 @@ import hashlib
 import logging
 import os
 import re
+from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from audit import padding
 from audit.errors import UserError
+from audit.options import DEFAULT_ENCODER
 
-DEFAULT_ENCODER = "speechbrain/spkrec-xvect-voxceleb"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+PADDING_CHECK_TOLERANCE = 1e-3  # relative; measured 3e-6 when the fix holds, ~0.2 when it does not
+_SMALL_FILE_BYTES = 1 << 20  # hyperparams.yaml and friends are hashed by content, checkpoints by size+time
 
 
-def encoder_key(source: str) -> str:
-    """A short name that changes when the encoder's weights do: it keys the embedding cache."""
+def resolve_encoder(source: str) -> Path:
+    """The local folder of `source`: the folder itself, or the hub snapshot (downloaded once)."""
     if os.path.isdir(source):
         folder = Path(source).resolve()
-        stamp = [str(folder)] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                                 for p in sorted(folder.glob("*.ckpt"))]
-        digest = hashlib.sha1("\n".join(stamp).encode()).hexdigest()[:10]
-        return f"{folder.name}-{digest}"
-    return source.replace("/", "--")
+    elif _HUB_ID.match(source):
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(source))
+        except Exception as e:
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            raise UserError(f"--encoder {source}: could not load it ({reason}); check the id and network "
+                            "access, or pass a local SpeechBrain folder") from None
+    else:
+        raise UserError(f"--encoder {source}: neither a local folder nor a Hugging Face id like {DEFAULT_ENCODER}")
+    if not (folder / "hyperparams.yaml").is_file():
+        raise UserError(f"--encoder {source}: the folder has no hyperparams.yaml (not a SpeechBrain model)")
+    return folder
 
 
-def load_encoder(source: str, cache_dir: Path):
-    """The encoder, in eval mode with gradients off. A bad `source` is a UserError."""
+def encoder_identity(folder: Path) -> str:
+    """A digest that changes when any file of the encoder does (hub snapshots: also the revision)."""
+    h = hashlib.sha1(str(folder).encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        st = path.stat()
+        h.update(f"\n{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        if st.st_size <= _SMALL_FILE_BYTES:
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def encoder_name(folder: Path) -> str:
+    """A readable name for cache folders: the hub id's name or the folder's."""
+    parts = folder.parts
+    if "snapshots" in parts:  # <HF cache>/models--org--name/snapshots/<revision>
+        return parts[parts.index("snapshots") - 1].removeprefix("models--")
+    return folder.name
+
+
+def load_encoder(folder: Path, savedir: Path):
+    """The encoder in `folder` (see resolve_encoder), in eval mode with gradients off, padding-checked."""
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     from speechbrain.inference.speaker import EncoderClassifier
 
-    savedir = cache_dir / "encoders" / encoder_key(source)
-    if os.path.isdir(source):
-        folder = os.path.abspath(source)
-        if not os.path.isfile(os.path.join(folder, "hyperparams.yaml")):
-            raise UserError(f"--encoder {source}: the folder has no hyperparams.yaml (not a SpeechBrain model)")
-        # Without this override SpeechBrain resolves the checkpoints on the hub, not in the folder.
-        kwargs = dict(source=folder, overrides={"pretrained_path": folder})
-    elif _HUB_ID.match(source):
-        kwargs = dict(source=source)
-    else:
-        raise UserError(f"--encoder {source}: neither a local folder nor a Hugging Face id like {DEFAULT_ENCODER}")
+    folder = str(folder)
     try:
-        encoder = EncoderClassifier.from_hparams(savedir=str(savedir), **kwargs)
+        # Without the override SpeechBrain resolves the checkpoints on the hub, not in the folder.
+        encoder = EncoderClassifier.from_hparams(source=folder, savedir=str(savedir),
+                                                 overrides={"pretrained_path": folder})
     except Exception as e:
         reason = " ".join(str(e).split())[:300] or type(e).__name__
-        raise UserError(f"--encoder {source}: could not load it ({reason}); check the id and network "
+        raise UserError(f"--encoder {folder}: could not load it ({reason}); check the id and network "
                         "access, or pass a local SpeechBrain folder") from None
     if encoder is None or not hasattr(encoder, "encode_batch") or "embedding_model" not in encoder.mods:
-        raise UserError(f"--encoder {source}: not a SpeechBrain speaker EncoderClassifier")
+        raise UserError(f"--encoder {folder}: not a SpeechBrain speaker EncoderClassifier")
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
+    check_padding(encoder)
     return encoder
+
+
+def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Embeddings (B, D) of a padded batch wavs (B, T), lens (B,), each as if encoded alone."""
+    padding.reflect_padding(encoder)
+    frames, frame_lens = padding.frame_lengths(encoder, wavs, lens)  # (B,), (B,)
+    with padding.clip_frames(encoder, frames):
+        return encoder.encode_batch(wavs, frame_lens).squeeze(1)  # (B, D)
+
+
+def check_padding(encoder) -> float:
+    """Relative difference between a short clip alone and in a padded batch; a UserError if too large."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(16_000) / 16_000
+    signal = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(16_000, generator=g)  # (T,) 1 s
+    short = signal[:8_000]  # 0.5 s: its batch row is half padding
+    try:
+        with torch.inference_mode():
+            alone = encode(encoder, short[None], torch.ones(1))[0]  # (D,)
+            batch = torch.zeros(2, len(signal))
+            batch[0, : len(short)], batch[1] = short, signal
+            together = encode(encoder, batch, torch.tensor([0.5, 1.0]))[0]  # (D,)
+        diff = float((together - alone).norm() / alone.norm().clamp_min(1e-12))
+    except Exception as e:  # the patched private methods moved or changed their signature
+        diff, detail = float("inf"), f"{type(e).__name__}: {e}"
+    else:
+        detail = f"relative difference {diff:.2g}"
+    if not diff <= PADDING_CHECK_TOLERANCE:
+        version = metadata.version("speechbrain")
+        raise UserError(f"SpeechBrain {version}: a clip in a padded batch no longer gets the embedding it gets alone "
+                        f"({detail[:200]}); audit's padding fix does not fit this version: install the tested "
+                        "versions with `pip install -c constraints.txt -e .`")
+    return diff

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit import heads, rank
+from audit import heads
+from audit.label_issues import find_label_issues
+from audit.options import DEFAULT_FILTER_BY, DEFAULT_FOLDS, DEFAULT_L2
 
 METRICS = ("precision", "recall", "f1", "ap", "auroc", "precision_at_k")
 NOISE_KINDS = ("uniform", "confusable")
@@ -58,8 +60,8 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
 def audit_method(emb, noisy, n_classes, *, folds, seed, l2, rank_by, filter_by, accelerator):
     fold_ids = heads.stratified_folds(noisy, folds, seed)
     probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, seed=seed, accelerator=accelerator)
-    table = rank.rank_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by).sort_index()
-    return table["is_label_issue"].to_numpy(), table["label_quality"].to_numpy(), probs
+    issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by)
+    return issues.flagged, issues.quality, probs
 
 
 def reference_method(emb, noisy, n_classes, *, seed, **_):
@@ -80,8 +82,8 @@ def reference_method(emb, noisy, n_classes, *, seed, **_):
 
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kind: str, repeats: int,
-             seed: int, baseline: str | None, folds: int = 5, l2: float = heads.DEFAULT_L2,
-             rank_by: str = "self_confidence", filter_by: str = rank.DEFAULT_FILTER_BY,
+             seed: int, baseline: str | None, folds: int = DEFAULT_FOLDS, l2: float = DEFAULT_L2,
+             rank_by: str = "self_confidence", filter_by: str = DEFAULT_FILTER_BY,
              accelerator: str = "cpu", progress=None) -> list[dict]:
     """One record per (noise, method): metric -> {mean, std, runs}."""
     opts = dict(folds=folds, seed=seed, l2=l2, rank_by=rank_by, filter_by=filter_by, accelerator=accelerator)

@@ -96,7 +96,7 @@ def _from_class_folders(root: Path, classes: list[str]) -> Manifest:
 def _from_table(path: Path) -> Manifest:
     try:
         if path.suffix.lower() == ".csv":
-            table = pd.read_csv(path, dtype={"path": str, "label": str}, keep_default_na=False)
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)  # extras kept verbatim (ids, "007")
         else:
             table = pd.read_parquet(path)
     except Exception as e:

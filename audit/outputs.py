@@ -21,6 +21,7 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -32,6 +33,60 @@ from audit.errors import UserError
 MARKER = ".audit-output"  # tells a folder audit wrote from a user's folder it must not clobber
 FLOAT_FORMAT = "%.6g"  # 6 significant digits: stable across BLAS builds, plenty to rank by
 PACKAGES = ("audit", "torch", "torchaudio", "speechbrain", "cleanlab", "lightning", "numpy", "pandas", "soundfile")
+
+
+# Column types of the tables audit writes: the one reader (read_run) restores them.
+INT_COLUMNS = ("rank", "row", "group", "n_clips", "n_label_issues", "num_issues")
+FLOAT_COLUMNS = ("label_quality", "given_prob", "suggested_prob", "x", "y", "outlier_score", "near_duplicate_score",
+                 "share", "issue_rate", "score")
+BOOL_COLUMNS = ("is_label_issue", "is_outlier_issue")
+RUN_FILES = ("summary.json", "classes.json", "pred_probs.npy", "scores.csv", "map.csv", "skipped.csv",
+             "class_imbalance.csv", "duplicates.csv", "data_issues.csv")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """An output folder read back: what `audit report` and a test see of a finished run."""
+
+    summary: dict
+    classes: list  # (K,)
+    pred_probs: np.ndarray  # (N, K)
+    scores: pd.DataFrame  # every clip, most likely error first (scores.csv)
+    clip_map: pd.DataFrame  # (N rows) row, path, file, x, y (map.csv)
+    skipped: pd.DataFrame
+    class_imbalance: pd.DataFrame
+    duplicates: pd.DataFrame
+    outliers: pd.DataFrame  # empty when Datalab found no outlier type
+    data_issues: pd.DataFrame  # Datalab's summary per issue type
+
+
+def read_run(out: Path) -> RunFiles:
+    """The one reader of an output folder; a folder that is not one is a UserError."""
+    out = Path(out)
+    missing = [n for n in RUN_FILES if not (out / n).is_file()]
+    if missing:
+        raise UserError(f"{out}: not an audit output folder (missing {', '.join(missing)})")
+    return RunFiles(
+        summary=json.loads((out / "summary.json").read_text()),
+        classes=json.loads((out / "classes.json").read_text())["classes"],
+        pred_probs=np.load(out / "pred_probs.npy", allow_pickle=False),
+        scores=read_csv(out / "scores.csv"), clip_map=read_csv(out / "map.csv"), skipped=read_csv(out / "skipped.csv"),
+        class_imbalance=read_csv(out / "class_imbalance.csv"), duplicates=read_csv(out / "duplicates.csv"),
+        outliers=read_csv(out / "outliers.csv") if (out / "outliers.csv").is_file() else pd.DataFrame(),
+        data_issues=read_csv(out / "data_issues.csv"))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A table audit wrote, with its column types restored (labels and paths stay text)."""
+    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    for col in table.columns:
+        if col in INT_COLUMNS:
+            table[col] = table[col].astype(np.int64)
+        elif col in FLOAT_COLUMNS:
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype(np.float64)
+        elif col in BOOL_COLUMNS:
+            table[col] = table[col].map({"True": True, "False": False}).astype(bool)
+    return table
 
 
 def prepare_out(out: Path) -> None:
@@ -49,97 +104,119 @@ def prepare_out(out: Path) -> None:
 
 def issue_table(result) -> pd.DataFrame:
     """Every clip, most likely error first: path, given/suggested label, quality, flag, extras."""
-    r = result.ranking
-    clips = result.clips.loc[r.index]
-    classes = np.asarray(result.classes, dtype=object)
-    rows = np.arange(len(r))
-    probs = result.pred_probs[r.index]  # (N, C) in ranked order
+    data, issues = result.data, result.issues
+    order = issues.order  # (N,)
+    classes = np.asarray(data.classes, dtype=object)
+    given, suggested = data.labels[order], issues.suggested[order]  # (N,)
+    probs = result.pred_probs[order]  # (N, K) in ranked order
+    rows = np.arange(len(order))
     table = pd.DataFrame({
         "rank": rows + 1,
-        "path": clips["path"].to_numpy(),
-        "given_label": classes[r["given"].to_numpy()],
-        "suggested_label": classes[r["suggested"].to_numpy()],
-        "label_quality": r["label_quality"].to_numpy(),
-        "is_label_issue": r["is_label_issue"].to_numpy(),
-        "given_prob": probs[rows, r["given"].to_numpy()],
-        "suggested_prob": probs[rows, r["suggested"].to_numpy()],
-        "row": r.index.to_numpy(),  # this clip's row in pred_probs.npy and map.csv
+        "path": data.clips["path"].to_numpy()[order],
+        "given_label": classes[given],
+        "suggested_label": classes[suggested],
+        "label_quality": issues.quality[order],
+        "is_label_issue": issues.flagged[order],
+        "given_prob": probs[rows, given],
+        "suggested_prob": probs[rows, suggested],
+        "row": order,  # this clip's row in pred_probs.npy and map.csv
     })
-    extras = clips.drop(columns=["path", "label"]).reset_index(drop=True)
+    extras = data.clips.drop(columns=["path", "label"]).iloc[order].reset_index(drop=True)
     return pd.concat([table, extras], axis=1)
 
 
-def write_outputs(out: Path, result, summary: dict) -> pd.DataFrame:
-    table = issue_table(result)
-    write_csv(table[table["is_label_issue"]], out / "issues.csv")
-    write_csv(table, out / "scores.csv")
-    write_csv(result.skipped, out / "skipped.csv")
-    for name, frame in data_issue_tables(result).items():
-        write_csv(frame, out / name)
-    write_csv(pd.DataFrame({"row": np.arange(len(result.clips)), "path": result.clips["path"], "file": result.files,
-                            "x": result.map_2d[:, 0], "y": result.map_2d[:, 1]}), out / "map.csv")
-    _atomic(out / "pred_probs.npy", lambda f: np.save(f, result.pred_probs, allow_pickle=False))
-    write_json({"classes": list(result.classes)}, out / "classes.json")
-    write_json(summary, out / "summary.json")
-    return table
+def run_files(result, summary: dict) -> RunFiles:
+    """Every table of the output folder, in memory: what write_outputs writes and read_run reads back."""
+    data = result.data
+    tables = data_issue_tables(result)
+    return RunFiles(
+        summary=summary, classes=list(data.classes), pred_probs=result.pred_probs, scores=issue_table(result),
+        clip_map=pd.DataFrame({"row": np.arange(len(data.clips)), "path": data.clips["path"], "file": data.files,
+                               "x": result.map_2d[:, 0], "y": result.map_2d[:, 1]}),
+        skipped=data.skipped, class_imbalance=tables["class_imbalance.csv"], duplicates=tables["duplicates.csv"],
+        outliers=tables.get("outliers.csv", pd.DataFrame()), data_issues=tables["data_issues.csv"])
+
+
+def write_outputs(out: Path, files: RunFiles) -> None:
+    scores = files.scores
+    write_csv(scores[scores["is_label_issue"]], out / "issues.csv")
+    write_csv(scores, out / "scores.csv")
+    write_csv(files.skipped, out / "skipped.csv")
+    write_csv(files.data_issues, out / "data_issues.csv")
+    write_csv(files.class_imbalance, out / "class_imbalance.csv")
+    write_csv(files.duplicates, out / "duplicates.csv")
+    if len(files.outliers.columns):
+        write_csv(files.outliers, out / "outliers.csv")
+    write_csv(files.clip_map, out / "map.csv")
+    _atomic(out / "pred_probs.npy", lambda f: np.save(f, files.pred_probs, allow_pickle=False))
+    write_json({"classes": files.classes}, out / "classes.json")
+    write_json(files.summary, out / "summary.json")
 
 
 def data_issue_tables(result) -> dict[str, pd.DataFrame]:
     """outliers.csv, duplicates.csv, class_imbalance.csv and data_issues.csv from Datalab's findings."""
-    issues, clips = result.data_issues, result.clips
+    data, issues = result.data, result.data_issues
     per_clip = issues.per_clip
-    base = pd.DataFrame({"path": clips["path"], "given_label": np.asarray(result.classes, dtype=object)[result.labels],
-                         "row": np.arange(len(clips))})  # row: as in scores.csv and map.csv
+    base = pd.DataFrame({"path": data.clips["path"], "given_label": np.asarray(data.classes, dtype=object)[data.labels],
+                         "row": np.arange(len(data.clips))})  # row: as in scores.csv and map.csv
     tables = {"data_issues.csv": issues.summary}
     if "outlier_score" in per_clip:
         outliers = base.assign(outlier_score=per_clip["outlier_score"], is_outlier_issue=per_clip["is_outlier_issue"])
         tables["outliers.csv"] = outliers[outliers["is_outlier_issue"]].sort_values(
             ["outlier_score", "path"], kind="stable")
     groups = issues.duplicate_groups
-    dup = groups[["group", "kind"]].assign(path=clips["path"].to_numpy()[groups["row"]],
+    dup = groups[["group", "kind"]].assign(path=data.clips["path"].to_numpy()[groups["row"]],
                                            given_label=base["given_label"].to_numpy()[groups["row"]],
                                            row=groups["row"].to_numpy())
     if "near_duplicate_score" in per_clip:
         dup["near_duplicate_score"] = per_clip["near_duplicate_score"].to_numpy()[groups["row"]]
     tables["duplicates.csv"] = dup
-    counts = pd.Series(result.labels).value_counts().reindex(range(len(result.classes)), fill_value=0)
-    flagged = result.ranking.sort_index()["is_label_issue"].to_numpy()
+    n_classes = len(data.classes)
+    counts = np.bincount(data.labels, minlength=n_classes)
+    flagged = result.issues.flagged
     tables["class_imbalance.csv"] = pd.DataFrame({
-        "label": result.classes, "n_clips": counts.to_numpy(),
-        "share": counts.to_numpy() / counts.sum(),
-        "n_label_issues": np.bincount(result.labels[flagged], minlength=len(result.classes)),
+        "label": data.classes, "n_clips": counts, "share": counts / counts.sum(),
+        "n_label_issues": np.bincount(data.labels[flagged], minlength=n_classes),
     }).assign(issue_rate=lambda d: d["n_label_issues"] / d["n_clips"].clip(lower=1))
     return tables
 
 
 def write_relabelled_manifest(result, path: Path) -> int:
-    """A manifest (absolute paths) with each flagged clip's label replaced by the suggested one."""
-    ranking = result.ranking.sort_index()
-    classes = np.asarray(result.classes, dtype=object)
-    suggested = classes[ranking["suggested"].to_numpy()]
-    flagged = ranking["is_label_issue"].to_numpy()
-    table = result.clips.copy()
-    table.insert(2, "original_label", table["label"])
-    table.insert(3, "relabelled", flagged & (suggested != table["label"].to_numpy()))
-    table["label"] = np.where(flagged, suggested, table["label"].to_numpy())
-    table["path"] = result.files
+    """A manifest (absolute paths) with each flagged clip's label replaced by the suggested one.
+
+    Run again on its own output, it keeps the first round's `original_label`, so the review loop
+    (audit, relabel, audit the relabelled manifest, ...) can go on for as many rounds as needed.
+    """
+    data, issues = result.data, result.issues
+    suggested = np.asarray(data.classes, dtype=object)[issues.suggested]
+    table = data.clips.copy()
+    current = table["label"].to_numpy()
+    if "original_label" not in table:
+        table.insert(2, "original_label", current)
+    table["label"] = np.where(issues.flagged, suggested, current)
+    relabelled = table["label"].astype(str).to_numpy() != table["original_label"].astype(str).to_numpy()
+    if "relabelled" in table:
+        table["relabelled"] = relabelled
+    else:
+        table.insert(3, "relabelled", relabelled)
+    table["path"] = data.files
     path.parent.mkdir(parents=True, exist_ok=True)
     write_csv(table, path)
-    return int(table["relabelled"].sum())
+    return int((issues.flagged & (suggested != current)).sum())
 
 
 def build_summary(result, options: dict, total_seconds: float) -> dict:
-    issues = result.data_issues
+    data, issues = result.data, result.data_issues
     counts = dict(zip(issues.summary["issue_type"], issues.summary["num_issues"].astype(int)))
     groups = issues.duplicate_groups
     return {
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["audit"] + [shlex.quote(a) for a in sys.argv[1:]]),
-        "n_clips": int(len(result.clips)),
-        "n_skipped": int(len(result.skipped)),
-        "n_classes": len(result.classes),
-        "cv_accuracy": float((result.pred_probs.argmax(1) == result.labels).mean()),
-        "n_label_issues": int(result.ranking["is_label_issue"].sum()),
+        "n_clips": int(len(data.clips)),
+        "n_skipped": int(len(data.skipped)),
+        "n_classes": len(data.classes),
+        "cv_accuracy": float((result.pred_probs.argmax(1) == data.labels).mean()),
+        "n_label_issues": int(result.issues.flagged.sum()),
         "data_issues": {
             "n_outliers": counts.get("outlier", 0),
             "n_near_duplicates": counts.get("near_duplicate", 0),
@@ -149,12 +226,13 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
             "n_class_imbalance": counts.get("class_imbalance", 0),
             "n_underperforming_group": counts.get("underperforming_group", 0),
         },
-        "classes": list(result.classes),
-        "seconds": {**{k: round(v, 3) for k, v in result.seconds.items()}, "total": round(total_seconds, 3)},
+        "classes": list(data.classes),
+        "seconds": {**{k: round(v, 3) for k, v in {**data.seconds, **result.seconds}.items()},
+                    "total": round(total_seconds, 3)},
         "encoder": options["encoder"],
         "seed": options["seed"],
         "peak_rss_mb": peak_rss_mb(),
-        **result.facts,
+        **data.facts,
         "versions": versions(),
         "options": options,
     }

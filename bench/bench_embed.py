@@ -59,10 +59,10 @@ def part_perfile(args) -> dict:
     import torch
 
     from audit import audio
-    from audit.encoder import load_encoder
+    from audit.encoder import load_encoder, resolve_encoder
 
     files = clips(args.n)
-    encoder = load_encoder(args.encoder, Path(tempfile.mkdtemp()))
+    encoder = load_encoder(resolve_encoder(args.encoder), Path(tempfile.mkdtemp()))
     with torch.inference_mode():
         for f in files[:5]:
             encoder.encode_batch(audio.load(f)[None])
@@ -80,13 +80,12 @@ def part_perfile(args) -> dict:
 def part_audit(args) -> dict:
     import numpy as np
 
-    from audit.embed import EmbedOptions, embed
-    from audit.pipeline import default_workers
+    from audit.embed import embed
+    from audit.options import RunOptions
 
     files = clips(args.n)
-    cache = Path(tempfile.mkdtemp())
-    opts = EmbedOptions(encoder=args.encoder, cache_dir=cache, accelerator="cpu", devices=1,
-                        batch_seconds=args.batch_seconds, num_workers=default_workers(), progress=False)
+    opts = RunOptions(encoder=args.encoder, cache_dir=tempfile.mkdtemp(), accelerator="cpu", devices=1,
+                      batch_seconds=args.batch_seconds, progress=False).resolve()
     embed(files[:5], opts)  # load the encoder and warm up, as the reference's loop does
     start = time.perf_counter()
     result = embed(files[5:], opts)

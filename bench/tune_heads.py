@@ -30,10 +30,11 @@ def main() -> None:
         if name.startswith("lightning"):
             logging.getLogger(name).setLevel(logging.ERROR)
     from audit import evaluate, heads
-    from audit.pipeline import RunOptions, embed_dataset
+    from audit.options import RunOptions
+    from audit.pipeline import embed_dataset
 
     data = embed_dataset(RunOptions(data=args.data, encoder=args.encoder, out="/tmp/audit-tune",
-                                    cache_dir=args.cache_dir, accelerator="cpu", progress=False))
+                                    cache_dir=args.cache_dir, accelerator="cpu", progress=False).resolve())
     n_classes = len(data.classes)
     print("| l2 | filter_by | CV acc (clean) | F1 @5% | AP @5% | F1 @10% | AP @10% |\n|---|---|---|---|---|---|---|")
     for l2 in args.l2:

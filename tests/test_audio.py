@@ -55,4 +55,21 @@ def test_bad_clips_raise_clip_error_with_a_reason(tmp_path, make, reason):
     make(path)
     with pytest.raises(audio.ClipError, match=reason):
         audio.load(str(path))
-        audio.probe(str(path))
+    if reason != "non-finite":  # the header alone cannot show NaN samples: load() finds those
+        with pytest.raises(audio.ClipError, match=reason):
+            audio.probe(str(path))
+
+
+def test_an_io_error_is_not_a_clip_error(tmp_path, monkeypatch):
+    """A disk hiccup must reach the caller as OSError (retried next run), not as a cached ClipError."""
+    path = write(tmp_path / "ok.wav", np.zeros(1600, np.float32), 16000)
+
+    def eio(*a, **k):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(audio.sf, "SoundFile", eio)
+    with pytest.raises(OSError):
+        audio.load(path)
+    monkeypatch.setattr("builtins.open", eio)
+    with pytest.raises(OSError):
+        audio.file_sha1(path)

@@ -79,7 +79,7 @@ def cli(*args, cwd=None):
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "/no/such/place"], "no such file or folder"),
-    (["--folds", "1"], "need at least 2"),
+    (["--folds", "1"], "a whole number >= 2"),
     (["--devices", "many"], "positive number of devices"),
     (["--rank-by", "vibes"], "invalid choice"),
     (["--batch-seconds", "-3"], "must be > 0"),
@@ -119,3 +119,52 @@ def test_help_explains_the_options():
     for option in ("--data", "--label-pattern", "--encoder", "--devices", "--batch-seconds", "--folds",
                    "--rank-by", "--seed", "--out"):
         assert option in result.stdout
+
+
+def test_help_lists_the_other_commands():
+    result = cli("--help")
+    assert "evaluate" in result.stdout and "report" in result.stdout
+
+
+def test_the_review_loop_runs_two_rounds_and_keeps_the_first_original_label(run, tmp_path, ecapa, cache_dir):
+    out, argv = run
+    first, second = tmp_path / "r1.csv", tmp_path / "r2.csv"
+    assert main(argv + ["--relabel-out", str(first)]) == 0
+    r1 = pd.read_csv(first, dtype=str, keep_default_na=False)
+    assert list(r1.columns[:4]) == ["path", "label", "original_label", "relabelled"]
+    assert (r1["original_label"] == r1["path"].str.split("/").str[-1].str[0]).all()  # the label it was given
+    assert (r1["relabelled"] == "True").sum() >= len(FLIPS) - 1
+    common = ["--encoder", ecapa, "--cache-dir", str(cache_dir), "--devices", "1", "--no-progress", "--seed", "3"]
+    assert main(["--data", str(first), "--out", str(tmp_path / "o2"), "--relabel-out", str(second), *common]) == 0
+    r2 = pd.read_csv(second, dtype=str, keep_default_na=False)
+    assert list(r2.columns[:4]) == ["path", "label", "original_label", "relabelled"]
+    assert r2["original_label"].tolist() == r1["original_label"].tolist()
+    assert ((r2["label"] != r2["original_label"]) == (r2["relabelled"] == "True")).all()
+
+
+def test_the_api_and_the_cli_write_the_same_tables(run, tmp_path, subset_dir, ecapa, cache_dir):
+    import audit
+
+    out, _ = run
+    result = audit.run(str(subset_dir), out=str(tmp_path / "api"), encoder=ecapa, cache_dir=str(cache_dir),
+                       devices=1, progress=False, seed=3)
+    for name in ("issues.csv", "scores.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
+    assert result.pred_probs.shape == (200, 10) and result.embeddings.shape == (200, 192)
+    assert result.issues["path"].tolist() == pd.read_csv(out / "issues.csv")["path"].tolist()
+    in_memory = audit.run(str(subset_dir), encoder=ecapa, cache_dir=str(cache_dir), devices=1, progress=False, seed=3)
+    assert in_memory.out is None
+    assert in_memory.scores.equals(result.scores)
+    page = in_memory.report(tmp_path / "page.html")
+    assert page.is_file() and "<audio" in page.read_text()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(folds=1), "--folds 1"), (dict(rank_by="vibes"), "--rank-by"), (dict(colour="red"), "unknown option"),
+    (dict(l2=0.0), "--l2 0.0"),
+])
+def test_api_options_are_checked_in_one_line(kw, message):
+    import audit
+
+    with pytest.raises(audit.UserError, match=message):
+        audit.run("fsdd", **kw)

@@ -7,18 +7,19 @@ import pytest
 import torch
 
 from audit import audio, padding
-from audit.batching import bucket_batches, collate
+from audit.batching import Decoded, bucket_batches, collate
 from audit.cache import ShardStore
-from audit.embed import EmbedOptions, embed, encode
-from audit.encoder import encoder_key, load_encoder
+from audit.embed import embed, store_for
+from audit.encoder import encode, load_encoder, resolve_encoder
 from audit.errors import UserError
+from audit.options import RunOptions
 
 NAMES = [f"{d}_{s}_{n}.wav" for d in range(10) for s in ("theo", "george") for n in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def ecapa_encoder(ecapa, cache_dir):
-    return load_encoder(ecapa, cache_dir)
+    return load_encoder(resolve_encoder(ecapa), cache_dir)
 
 
 def cosine(a, b):
@@ -32,7 +33,7 @@ def test_a_clip_in_a_padded_batch_matches_the_clip_alone(fsdd_dir, ecapa_encoder
     with torch.inference_mode():
         alone = torch.stack([ecapa_encoder.encode_batch(w[None]).squeeze() for w in wavs])  # (N, D)
         for rows in bucket_batches(durations, batch_seconds):
-            batch = collate([(i, wavs[i], None) for i in rows])
+            batch = collate([Decoded(i, wavs[i]) for i in rows])
             assert (batch.lens < 1).any(), "the test needs padding in the batch"
             together = encode(ecapa_encoder, batch.wavs, batch.lens)  # (B, D)
             assert together.shape == (len(rows), 192)
@@ -43,7 +44,7 @@ def test_a_clip_in_a_padded_batch_matches_the_clip_alone(fsdd_dir, ecapa_encoder
 def test_plain_padding_would_change_the_embeddings(fsdd_dir, ecapa_encoder):
     """Why padding.py exists: without it SpeechBrain's reflect padding sees the batch's zeros."""
     short, long = sorted((audio.load(str(fsdd_dir / n)) for n in ("1_theo_0.wav", "0_george_0.wav")), key=len)
-    batch = collate([(0, short, None), (1, long, None)])
+    batch = collate([Decoded(0, short), Decoded(1, long)])
     with torch.inference_mode():
         alone = ecapa_encoder.encode_batch(short[None]).squeeze()
         plain = ecapa_encoder.encode_batch(batch.wavs, batch.lens)[0].squeeze()
@@ -52,9 +53,9 @@ def test_plain_padding_would_change_the_embeddings(fsdd_dir, ecapa_encoder):
     assert cosine(plain, alone) < 0.999 < cosine(fixed, alone)
 
 
-def opts(ecapa, cache_dir, **kw):
-    return EmbedOptions(encoder=ecapa, cache_dir=cache_dir, accelerator="cpu", devices=1, batch_seconds=4.0,
-                        num_workers=1, progress=False, **kw)
+def opts(encoder, cache_dir, **kw):
+    return RunOptions(encoder=encoder, cache_dir=str(cache_dir), accelerator="cpu", devices=1, batch_seconds=4.0,
+                      num_workers=1, progress=False, **kw)
 
 
 def test_cache_reuses_done_clips_and_recomputes_corrupt_shards(tmp_path, fsdd_dir, ecapa):
@@ -70,7 +71,7 @@ def test_cache_reuses_done_clips_and_recomputes_corrupt_shards(tmp_path, fsdd_di
     assert again.n_computed == 0
     assert again.emb.tobytes() == first.emb[:40].tobytes()
 
-    store = tmp_path / encoder_key(ecapa)
+    store = store_for(opts(ecapa, tmp_path))[0].folder
     shard = sorted(store.glob("shard-*.npz"))[0]
     shard.write_bytes(shard.read_bytes()[:200])  # a shard cut short, as by a crash without atomic writes
     healed = embed(files, opts(ecapa, tmp_path))
@@ -86,12 +87,12 @@ def test_shard_with_a_wrong_digest_is_not_trusted(tmp_path):
         arrays = dict(z)
     arrays["emb"] = arrays["emb"] * 2  # content changed, digest not: bit rot or tampering
     np.savez(path, **arrays)
-    assert store.load() == ({}, {})
+    contents = store.load()
+    assert contents.emb == {} and contents.failed == {}
 
 
 def test_xvector_layout_loads_from_a_local_folder(xvector_dir, tmp_path, fsdd_dir):
-    encoder = load_encoder(str(xvector_dir), tmp_path)
-    padding.reflect_padding(encoder)  # also steadies the x-vector's random pooling noise
+    encoder = load_encoder(resolve_encoder(str(xvector_dir)), tmp_path)  # padding fix applied by the check
     result = embed([str(fsdd_dir / n) for n in NAMES[:6]], opts(str(xvector_dir), tmp_path))
     assert result.emb.shape == (6, 512) and np.isfinite(result.emb).all()
     wav = audio.load(str(fsdd_dir / NAMES[0]))
@@ -106,13 +107,13 @@ def test_xvector_layout_loads_from_a_local_folder(xvector_dir, tmp_path, fsdd_di
 ])
 def test_unknown_encoders_are_user_errors(tmp_path, source, message):
     with pytest.raises(UserError, match=message):
-        load_encoder(source, Path(tmp_path))
+        resolve_encoder(source)
 
 
 def test_hub_id_that_cannot_be_fetched_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; on a user's machine: a bad id
     with pytest.raises(UserError, match="could not load it"):
-        load_encoder("speechbrain/no-such-model-xyz", Path(tmp_path))
+        resolve_encoder("speechbrain/no-such-model-xyz")
 
 
 class _Payload:
@@ -134,5 +135,5 @@ def test_a_checkpoint_that_unpickles_code_is_refused(xvector_dir, tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"count": 1, "glob_mean": _Payload(str(marker))}, folder / "mean_var_norm_emb.ckpt")
     with pytest.raises(UserError, match="could not load it"):
-        load_encoder(str(folder), tmp_path / "cache")
+        load_encoder(resolve_encoder(str(folder)), tmp_path / "cache")
     assert not marker.exists()

@@ -57,3 +57,22 @@ def test_same_seed_same_probabilities_byte_for_byte():
     x, labels = blobs(seed=5)
     folds = stratified_folds(labels, 5, seed=0)
     assert out_of_fold_probs(x, labels, folds, 4, seed=0).tobytes() == out_of_fold_probs(x, labels, folds, 4, seed=0).tobytes()
+
+
+def test_a_fit_that_runs_out_of_iterations_says_so(monkeypatch):
+    from audit import heads
+
+    x, labels = blobs(seed=1)
+    folds = stratified_folds(labels, 5, seed=0)
+    monkeypatch.setattr(heads, "LBFGS_ITERATIONS", 2)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        out_of_fold_probs(x, labels, folds, 4)
+
+
+def test_fitting_leaves_deterministic_algorithms_as_they_were():
+    import torch
+
+    x, labels = blobs(seed=2)
+    before = torch.are_deterministic_algorithms_enabled()
+    out_of_fold_probs(x, labels, stratified_folds(labels, 5, seed=0), 4)
+    assert torch.are_deterministic_algorithms_enabled() == before

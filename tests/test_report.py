@@ -86,7 +86,11 @@ def test_report_opens_offline_with_players_matrix_and_map(report_run, browser):
     n_issues = len(pd.read_csv(report_run / "issues.csv"))
     assert len(players) == min(8, n_issues) > 0
     assert all(p.get_attribute("src").startswith("data:audio/wav;base64,") for p in players)
-    assert browser.execute_script("return document.querySelector('#issues audio').duration > 0 || true")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_script("document.querySelector('#issues audio').load()")  # metadata even with preload=none
+    WebDriverWait(browser, 20).until(lambda b: b.execute_script(
+        "const a = document.querySelector('#issues audio'); return a.readyState >= 1 && a.duration > 0.1"))
     specs = browser.find_elements(By.CSS_SELECTOR, "#issues img.spec")
     assert len(specs) == len(players)
     assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 0 for img in specs)  # decoded

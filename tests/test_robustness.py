@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from audit.cache import ShardStore, clip_keys
-from audit.encoder import encoder_key
+from audit.cache import clip_keys
+from audit.embed import embed, store_for
+from audit.options import RunOptions
 
 DIGITS = range(4)
 GOOD_PER_DIGIT = 6  # >= 5 folds per class after the odd files are set aside
@@ -113,13 +114,12 @@ def test_bad_input_corpus_is_scored_or_skipped_never_lost(tmp_path, fsdd_dir, ec
     original = fsdd_dir / "1_george_0.wav"
     files = [str(original)] + [str(audio / f"bits_{s}.wav") for s in ("PCM_24", "FLOAT")] + \
         [str(audio / "stereo_44k1.wav")]
-    embeddings, _ = ShardStore(cache / encoder_key(ecapa)).load()
+    opts = RunOptions(encoder=ecapa, cache_dir=str(cache), accelerator="cpu", devices=1, num_workers=0,
+                      batch_seconds=8.0, progress=False)
+    embeddings = store_for(opts)[0].load().emb
     keys = clip_keys(files)
     if keys[0] not in embeddings:  # the original itself is not in the corpus: embed it the same way
-        from audit.embed import EmbedOptions, embed
-
-        embeddings[keys[0]] = embed([str(original)], EmbedOptions(
-            encoder=ecapa, cache_dir=cache, accelerator="cpu", devices=1, num_workers=0, progress=False)).emb[0]
+        embeddings[keys[0]] = embed([str(original)], opts).emb[0]
     ref = embeddings[keys[0]]
     for f, k in zip(files[1:], keys[1:]):
         e = embeddings[k]
@@ -131,21 +131,22 @@ def test_killed_run_resumes_from_complete_shards_and_gives_the_same_issues(tmp_p
     common = ["--data", str(subset_dir), "--encoder", ecapa, "--no-progress", "--seed", "1",
               "--shard-clips", "16", "--num-workers", "0"]
     cache = tmp_path / "cache"
-    store = cache / encoder_key(ecapa)
+    store = store_for(RunOptions(encoder=ecapa, cache_dir=str(cache)))[0]
+    shards = store.folder
     proc = subprocess.Popen([sys.executable, "-m", "audit", *common, "--out", str(tmp_path / "killed"),
                              "--cache-dir", str(cache)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(store.glob("shard-*.npz"))) < 3:
+    while time.time() < deadline and len(list(shards.glob("shard-*.npz"))) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = {p.name for p in store.glob("shard-*.npz")}
-    kept, _ = ShardStore(store).load()
+    done_before = {p.name for p in shards.glob("shard-*.npz")}
+    kept = store.load().emb
     assert 3 <= len(done_before) and 0 < len(kept) < 200, "the kill must land mid-way through the embedding"
 
     resumed = run_cli(*common, "--out", str(tmp_path / "killed"), "--cache-dir", str(cache), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert done_before <= {p.name for p in store.glob("shard-*.npz")}  # complete shards were kept
+    assert done_before <= {p.name for p in shards.glob("shard-*.npz")}  # complete shards were kept
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert summary["n_from_cache"] >= len(kept) and summary["n_embedded_now"] <= 200 - len(kept)
 
@@ -163,6 +164,6 @@ def test_outputs_are_written_atomically_and_caches_hold_no_pickles(tmp_path, sub
     assert result.returncode == 0, result.stderr
     assert not list(out.glob(".*.tmp"))
     np.load(out / "pred_probs.npy", allow_pickle=False)
-    for shard in (cache_dir / encoder_key(ecapa)).glob("shard-*.npz"):
+    for shard in store_for(RunOptions(encoder=ecapa, cache_dir=str(cache_dir)))[0].folder.glob("shard-*.npz"):
         with np.load(shard, allow_pickle=False) as z:
             assert all(z[k].dtype != object for k in z.files)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,40 +24,38 @@ HERE = Path(__file__).parent
 
 def build_report(out: Path, top: int = DEFAULT_TOP) -> Path:
     """Writes OUT/report.html from the outputs in OUT; returns its path."""
+    from audit.outputs import read_run
+
+    return render_report(read_run(out), Path(out) / "report.html", top)
+
+
+def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
+    """Writes the page for `run` (outputs.RunFiles, read back or in memory) to `path`."""
     import jinja2
 
-    out = Path(out)
-    s = json.loads((out / "summary.json").read_text())
-    classes = json.loads((out / "classes.json").read_text())["classes"]
-    probs = np.load(out / "pred_probs.npy", allow_pickle=False)  # (N, C)
-    read = lambda name: pd.read_csv(out / name, keep_default_na=False, dtype=str)  # noqa: E731
-    scores = read("scores.csv")
-    for col in ("rank", "row"):
-        scores[col] = scores[col].astype(int)
-    scores["label_quality"] = scores["label_quality"].astype(float)
-    clip_map = read("map.csv")
-    files = clip_map["file"].tolist()
+    s, classes, probs, scores = run.summary, run.classes, run.pred_probs, run.scores  # probs (N, K)
+    files = run.clip_map["file"].tolist()
     class_id = {c: i for i, c in enumerate(classes)}
     labels = np.empty(len(scores), dtype=np.int64)  # (N,) given ids in row order
     labels[scores["row"].to_numpy()] = scores["given_label"].map(class_id).to_numpy()
-    flagged = scores[scores["is_label_issue"] == "True"]
+    flagged = scores[scores["is_label_issue"]]
 
     issues = [_issue(r, files[r.row], probs[r.row], classes) for r in flagged.head(top).itertuples()]
-    outliers = read("outliers.csv") if (out / "outliers.csv").exists() else pd.DataFrame()
+    outliers = run.outliers
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
     html = env.get_template("template.html").render(
         s=s, di=s.get("data_issues", {}), data_name=s["options"]["data"], classes=classes, issues=issues,
-        matrix=_matrix(labels, probs, classes), rates=_rates(read("class_imbalance.csv")),
-        max_rate=max([float(x) for x in read("class_imbalance.csv")["issue_rate"]] + [1e-9]),
-        points=_points(clip_map, scores, outliers, {i["row"] for i in issues}), map_note=_map_note(len(clip_map)),
+        matrix=_matrix(labels, probs, classes), rates=_rates(run.class_imbalance),
+        max_rate=max(run.class_imbalance["issue_rate"].tolist() + [1e-9]),
+        points=_points(run.clip_map, scores, outliers, {i["row"] for i in issues}), map_note=_map_note(len(run.clip_map)),
         outliers=[{"path": o.path, "label": o.given_label, "score": float(o.outlier_score),
                    "href": _href(files[int(o.row)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
         outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
-        dup_groups=_dup_groups(read("duplicates.csv"), files),
-        skipped=read("skipped.csv").head(MAX_TABLE_ROWS).to_dict("records"),
+        dup_groups=_dup_groups(run.duplicates, files),
+        skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
-    path = out / "report.html"
-    tmp = path.with_name(".report.html.tmp")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
@@ -142,7 +139,7 @@ def _rates(table: pd.DataFrame) -> list:
 def _points(clip_map: pd.DataFrame, scores: pd.DataFrame, outliers: pd.DataFrame, with_card: set) -> list:
     xy = clip_map[["x", "y"]].astype(float).to_numpy()  # (N, 2)
     by_row = scores.set_index("row")
-    flagged = by_row["is_label_issue"].reindex(range(len(xy))).eq("True").to_numpy()
+    flagged = by_row["is_label_issue"].reindex(range(len(xy)), fill_value=False).to_numpy(bool)
     outlier_rows = set(outliers["row"].astype(int)) if len(outliers) else set()
     keep = np.flatnonzero(flagged)
     rest = np.flatnonzero(~flagged)

@@ -1,0 +1,116 @@
+"""Every option of a run: its default, its rule, and how it is resolved -- written once, here.
+
+The CLI's argparse types and the Python API both end in `RunOptions`, whose constructor checks
+every rule (a `UserError` with one line naming the option); `resolve()` then fills what depends on
+the machine (accelerator, batch size, worker count) exactly once. Nothing downstream re-checks or
+re-defaults an option.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+from audit.errors import UserError
+
+DEFAULT_ENCODER = "speechbrain/spkrec-xvect-voxceleb"  # 512-d x-vectors; the users' default
+ACCELERATORS = ("auto", "cpu", "gpu")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+# Padded audio seconds per batch: on CPU small batches stay in cache (best of 4/8/16 s on FSDD,
+# bench/RESULTS.md); a GPU wants them wide.
+DEFAULT_BATCH_SECONDS = {"cpu": 8.0, "gpu": 256.0}
+MAX_WORKERS = 8  # decoding processes: beyond 8 the encoder, not decoding, is the bottleneck on one GPU
+SHARD_CLIPS = 1024  # clips per cache shard: at most this much work is redone after a kill
+MIN_FOLDS = 2
+DEFAULT_FOLDS = 5
+DEFAULT_L2 = 1e-2  # on standardized embeddings; chosen on FSDD by CV accuracy (bench/RESULTS.md)
+RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+             "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
+# "both" (prune by class and by noise rate) won F1 at 5% and 10% noise on FSDD (bench/RESULTS.md).
+DEFAULT_FILTER_BY = "both"
+MAX_NOISE = 0.5  # beyond it the flipped labels are the majority: there is nothing left to find
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a user asks for. `None` means "pick for this machine" (see `resolve`)."""
+
+    data: str = "fsdd"
+    out: str | None = None  # None: the API writes nothing; the CLI picks runs/<name of data>
+    label_pattern: str | None = None  # None: manifest.DEFAULT_LABEL_PATTERN
+    encoder: str = DEFAULT_ENCODER
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    batch_seconds: float | None = None
+    num_workers: int | None = None
+    cache_dir: str | None = None  # None: OUT/cache, or ~/.cache/audit/embeddings without an out
+    shard_clips: int = SHARD_CLIPS
+    folds: int = DEFAULT_FOLDS
+    l2: float = DEFAULT_L2
+    seed: int = 0
+    rank_by: str = "self_confidence"
+    filter_by: str = DEFAULT_FILTER_BY
+    progress: bool = True
+
+    def __post_init__(self):
+        _choice("accelerator", self.accelerator, ACCELERATORS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("rank-by", self.rank_by, RANK_BY)
+        _choice("filter-by", self.filter_by, FILTER_BY)
+        if self.devices != "auto" and not (isinstance(self.devices, int) and self.devices >= 1):
+            raise UserError(f"--devices {self.devices}: a positive number of devices or 'auto'")
+        _at_least("num-nodes", self.num_nodes, 1)
+        _at_least("shard-clips", self.shard_clips, 1)
+        _at_least("folds", self.folds, MIN_FOLDS)
+        if self.num_workers is not None:
+            _at_least("num-workers", self.num_workers, 0)
+        for name, value in (("batch-seconds", self.batch_seconds), ("l2", self.l2)):
+            if value is not None and not value > 0:
+                raise UserError(f"--{name} {value}: must be > 0")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def resolve(self) -> "RunOptions":
+        """The same options with every machine-dependent default filled in (accelerator: cpu|gpu)."""
+        from audit.devices import resolve_accelerator
+
+        accelerator = resolve_accelerator(self.accelerator)
+        return replace(
+            self, accelerator=accelerator,
+            batch_seconds=self.batch_seconds or DEFAULT_BATCH_SECONDS[accelerator],
+            num_workers=default_workers() if self.num_workers is None else self.num_workers,
+            cache_dir=self.cache_dir or default_cache_dir(self.out))
+
+
+def default_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores - 1))  # leave a core to the encoder's own threads
+
+
+def default_cache_dir(out: str | None) -> str:
+    if out:
+        return os.path.join(out, "cache")
+    return os.path.join(os.environ.get("AUDIT_CACHE") or os.path.expanduser("~/.cache/audit"), "embeddings")
+
+
+def check_noise(noise: list[float], repeats: int) -> None:
+    """The rules of `audit evaluate`'s own options."""
+    for p in noise:
+        if not 0 < p <= MAX_NOISE:
+            raise UserError(f"--noise {p}: must be in (0, {MAX_NOISE}] (beyond it the flipped labels are the majority)")
+    _at_least("repeats", repeats, 1)
+
+
+def _choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _at_least(name: str, value, low: int) -> None:
+    if not isinstance(value, int) or value < low:
+        raise UserError(f"--{name} {value}: need a whole number >= {low}")
