@@ -15,6 +15,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from audit import health
+
 SAMPLE_RATE = 16_000  # what every SpeechBrain VoxCeleb speaker encoder was trained on
 MAX_SECONDS = 60.0  # longer clips are cut to their first minute (memory stays bounded; see README)
 MIN_SECONDS = 0.1  # 10 fbank frames: shorter clips are too short for the encoders' dilated convs
@@ -52,6 +54,11 @@ def probe(path: str) -> tuple[float, int]:
 
 def load(path: str) -> torch.Tensor:
     """The clip as mono float32 at SAMPLE_RATE, at most MAX_SECONDS long.  # (T,)"""
+    return decode(path)[0]
+
+
+def decode(path: str) -> tuple[torch.Tensor, health.ClipHealth]:
+    """(the clip as load() gives it (T,), its health measured on the native samples before mixing)."""
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
@@ -66,10 +73,11 @@ def load(path: str) -> torch.Tensor:
         raise ClipError(f"too short ({data.shape[0] / rate * 1000:.0f} ms < {MIN_SECONDS * 1000:.0f} ms)")
     if not np.isfinite(data).all():
         raise ClipError("non-finite samples (NaN or inf)")
+    measured = health.clip_health(data, rate)
     wav = torch.from_numpy(data.mean(axis=1))  # (T0,) channels mixed down
     if rate != SAMPLE_RATE:
         wav = _resampler(rate)(wav)  # (T,)
-    return wav
+    return wav, measured
 
 
 @functools.lru_cache(maxsize=16)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from audit import audio
+from audit import audio, health
 
 PROBE_THREADS = 16  # reading headers is I/O-bound: threads hide a network file system's latency
 
@@ -31,7 +31,7 @@ class Batch:
     index: torch.Tensor  # (B,) rows of the manifest
     wavs: torch.Tensor  # (B, T) float32, zero after each clip's end
     lens: torch.Tensor  # (B,) clip length / T
-    meta: dict  # {name: [str] (B,)}: sha1 of each clip's file
+    meta: dict  # {name: [str] (B,)}: each clip's file sha1 and health (audit/health.py)
     failed: list  # [(row, reason)] clips of this batch that cannot be decoded
     retry: list  # [(row, reason)] clips that hit a transient error: not cached, retried next run
 
@@ -91,7 +91,7 @@ class Decoded:
     wav: torch.Tensor | None  # (T,) mono 16 kHz, or None when it failed
     reason: str | None = None
     transient: bool = False  # the failure may not happen again (I/O, memory): do not cache it
-    sha1: str = ""
+    meta: dict | None = None  # {name: text}: the file's sha1 and its health (audit/health.py)
 
 
 class ClipDataset(Dataset):
@@ -107,7 +107,8 @@ class ClipDataset(Dataset):
         path = self.files[row]
         try:
             sha1 = audio.file_sha1(path)
-            return Decoded(row, audio.load(path), sha1=sha1)
+            wav, measured = audio.decode(path)
+            return Decoded(row, wav, meta={"sha1": sha1, **health.to_meta(measured)})
         except audio.ClipError as e:
             return Decoded(row, None, str(e))
         except Exception as e:  # OSError, MemoryError...: a clip must never take the run down with it
@@ -123,6 +124,8 @@ def collate(items: list[Decoded]) -> Batch:
         wavs[b, : len(d.wav)] = d.wav
     lens = torch.tensor([len(d.wav) / longest for d in good], dtype=torch.float32)  # (B,)
     index = torch.tensor([d.row for d in good], dtype=torch.long)  # (B,)
-    return Batch(index=index, wavs=wavs, lens=lens, meta={"sha1": [d.sha1 for d in good]},
+    names = sorted({name for d in good for name in (d.meta or {})})
+    meta = {name: [(d.meta or {}).get(name, "") for d in good] for name in names}
+    return Batch(index=index, wavs=wavs, lens=lens, meta=meta,
                  failed=[(d.row, d.reason) for d in items if d.wav is None and not d.transient],
                  retry=[(d.row, d.reason) for d in items if d.wav is None and d.transient])

@@ -50,6 +50,14 @@ def int_at_least(low: int):
     return parse
 
 
+def l2_arg(text: str) -> float | str:
+    return text if text == "auto" else positive_float(text)
+
+
+def pca_arg(text: str) -> int | None:
+    return int_at_least(0)(text) or None
+
+
 def any_int(text: str) -> int:
     try:
         return int(text)
@@ -71,6 +79,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--encoder", default=o.DEFAULT_ENCODER,
                    help="a Hugging Face id or a local folder of a SpeechBrain speaker EncoderClassifier "
                         "(default: %(default)s, 512-d x-vectors)")
+    e.add_argument("--features", choices=o.FEATURES, default=o.DEFAULT_FEATURES,
+                   help="which representation of the frozen encoder is pooled: its final (speaker) embedding, "
+                        "'frames' = mean and std of the frame features that feed its statistics pooling (they "
+                        "still carry what is said), or both (default: %(default)s)")
     e.add_argument("--accelerator", choices=o.ACCELERATORS, default="auto",
                    help="as in Lightning; auto takes a GPU if there is one (default: %(default)s)")
     e.add_argument("--devices", type=devices_arg, default="auto",
@@ -92,8 +104,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("heads and ranking")
     h.add_argument("--folds", type=int_at_least(o.MIN_FOLDS), default=o.DEFAULT_FOLDS,
                    help="cross-validation folds; every class needs at least this many clips (default: %(default)s)")
-    h.add_argument("--l2", type=positive_float, default=o.DEFAULT_L2,
-                   help="L2 penalty of the linear heads on standardized embeddings (default: %(default)s)")
+    h.add_argument("--l2", type=l2_arg, default=o.DEFAULT_L2,
+                   help="L2 penalty of the linear heads on standardized features, or 'auto': chosen per fold "
+                        "by inner cross-validation on that fold's training clips (default: %(default)s)")
+    h.add_argument("--pca-dim", type=pca_arg, default=o.DEFAULT_PCA_DIM, metavar="P",
+                   help="features wider than P are reduced to P dims per fold by a PCA fitted on that fold's "
+                        "training clips; 0: never (default: %(default)s)")
     h.add_argument("--seed", type=any_int, default=0, help="seeds folds and training (default: %(default)s)")
     h.add_argument("--rank-by", choices=o.RANK_BY, default="self_confidence",
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
@@ -171,9 +187,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
         data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, encoder=args.encoder,
+        features=args.features,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
-        cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, seed=args.seed,
+        cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, pca_dim=args.pca_dim, seed=args.seed,
         rank_by=args.rank_by, filter_by=args.filter_by, progress=not args.no_progress)
 
 
@@ -220,7 +237,7 @@ def cmd_evaluate(argv: list[str]) -> int:
                disable=not opts.progress)
     records = evaluate.evaluate(
         data.emb, data.labels, len(data.classes), noises=args.noise, kind=args.noise_kind, repeats=args.repeats,
-        seed=opts.seed, baseline=args.baseline, folds=opts.folds, l2=opts.l2,
+        seed=opts.seed, baseline=args.baseline, folds=opts.folds, l2=opts.l2, pca_dim=opts.pca_dim,
         rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=opts.accelerator,
         progress=lambda *_: bar.update())
     bar.close()

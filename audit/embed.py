@@ -43,7 +43,7 @@ class Plan:
 @dataclass(frozen=True)
 class CachedEmbeddings:
     emb: np.ndarray  # (N, D) float32; rows of failed clips are NaN
-    sha1: list  # (N,) SHA-1 of each clip's file ("" where unknown)
+    meta: list  # (N,) {name: text} per clip: its file's sha1, its health ({} where unknown)
     failed: dict  # {row: reason}
     n_computed: int  # clips embedded in this run (the rest came from the cache)
     seconds: float
@@ -61,9 +61,9 @@ def make_plan(files: list[str], cached: CacheContents, batch_seconds: float) -> 
 class EncoderModule(L.LightningModule):
     """The frozen encoder, loaded only where a rank has batches to embed."""
 
-    def __init__(self, folder: Path, savedir: Path):
+    def __init__(self, folder: Path, savedir: Path, features: str):
         super().__init__()
-        self.folder, self.savedir, self.encoder = folder, savedir, None
+        self.folder, self.savedir, self.features, self.encoder = folder, savedir, features, None
 
     def configure_model(self):
         if self.encoder is None and self.trainer.datamodule.my_batches():
@@ -81,7 +81,7 @@ class EncoderModule(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch.index) == 0:
             return torch.empty(0, 0)
-        return enc.encode(self.encoder, batch.wavs, batch.lens).float().cpu()  # (B, D)
+        return enc.encode(self.encoder, batch.wavs, batch.lens, self.features).float().cpu()  # (B, D)
 
 
 class PlannedBatches(L.LightningDataModule):
@@ -117,7 +117,7 @@ class ShardWriter(BasePredictionWriter):
         self._reset()
 
     def _reset(self):
-        self.rows, self.embs, self.failed, self.sha1 = [], [], [], []
+        self.rows, self.embs, self.failed, self.meta = [], [], [], {}
 
     def on_predict_start(self, trainer, pl_module):
         data = trainer.datamodule
@@ -131,7 +131,8 @@ class ShardWriter(BasePredictionWriter):
         self.rows += batch.index.tolist()
         if len(batch.index):
             self.embs.append(prediction.numpy())
-        self.sha1 += batch.meta["sha1"]
+        for name, values in batch.meta.items():  # every clip of a batch has the same names
+            self.meta.setdefault(name, [""] * (len(self.rows) - len(values))).extend(values)
         self.failed += batch.failed
         self.retry += batch.retry
         self.bar.update(len(batch.index) + len(batch.failed) + len(batch.retry))
@@ -146,9 +147,10 @@ class ShardWriter(BasePredictionWriter):
         if not self.rows and not self.failed:
             return
         emb = np.concatenate(self.embs) if self.embs else np.zeros((0, 0), np.float32)  # (n, D)
+        self.meta = {k: v + [""] * (len(self.rows) - len(v)) for k, v in self.meta.items()}
         self.store.write([self.keys[r] for r in self.rows], emb,
                          [(self.keys[r], reason) for r, reason in self.failed], tag=f"rank{self.rank}",
-                         meta={"sha1": self.sha1})
+                         meta=self.meta)
         self._reset()
 
 
@@ -156,7 +158,7 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
     """The shard store for these options, and the encoder's local folder."""
     folder = enc.resolve_encoder(opts.encoder)
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
-                                   precision=opts.precision)), folder
+                                   precision=opts.precision, features=opts.features)), folder
 
 
 def embed(files: list[str], opts: RunOptions) -> CachedEmbeddings:
@@ -183,13 +185,13 @@ def embed(files: list[str], opts: RunOptions) -> CachedEmbeddings:
     data = PlannedBatches(files, store, opts.batch_seconds, opts.num_workers,
                           pin_memory=opts.accelerator == "gpu", plan=plan)
     if plan is None or plan.todo:
-        trainer.predict(EncoderModule(folder, Path(opts.cache_dir) / "encoders"), datamodule=data,
+        trainer.predict(EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts.features), datamodule=data,
                         return_predictions=False)
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache
     plan = data.plan
     n_todo = sum(len(b) for b in plan.todo)
     if not trainer.is_global_zero:
-        return CachedEmbeddings(emb=np.zeros((0, 0), np.float32), sha1=[], failed={}, n_computed=n_todo,
+        return CachedEmbeddings(emb=np.zeros((0, 0), np.float32), meta=[], failed={}, n_computed=n_todo,
                                 seconds=time.perf_counter() - start, is_rank_zero=False)
     return _assemble(plan, store.load(), dict(writer.retry), n_todo, time.perf_counter() - start)
 
@@ -198,15 +200,15 @@ def _assemble(plan: Plan, cached: CacheContents, retry: dict, n_todo: int, secon
     dim = len(next(iter(cached.emb.values()))) if cached.emb else 0
     n = len(plan.keys)
     emb = np.full((n, dim), np.nan, dtype=np.float32)  # (N, D)
-    sha1 = [""] * n
+    meta = [{} for _ in range(n)]
     failed = dict(plan.failed)
     for i, k in enumerate(plan.keys):
         if i in failed:
             continue
         if k in cached.emb:
             emb[i] = cached.emb[k]
-            sha1[i] = cached.meta.get(k, {}).get("sha1", "")
+            meta[i] = cached.meta.get(k, {})
         else:
             failed[i] = cached.failed.get(k) or retry.get(i) or NOT_EMBEDDED
-    return CachedEmbeddings(emb=emb, sha1=sha1, failed=dict(sorted(failed.items())), n_computed=n_todo,
+    return CachedEmbeddings(emb=emb, meta=meta, failed=dict(sorted(failed.items())), n_computed=n_todo,
                             seconds=seconds)

@@ -4,6 +4,16 @@ Notation: B clips, T samples, D embedding dim. Any SpeechBrain `EncoderClassifie
 512-d, ECAPA: 192-d). A hub id is first fetched to a local snapshot folder (its path names the
 revision), so hub and local encoders are loaded, and keyed in the cache, the same way.
 
+Which representation is pooled (`features`) matters more than any head: the final speaker
+embedding is trained to ignore what is said, the frame-level features that feed its statistics
+pooling still carry it. Per family, by architecture:
+    embedding          the final embedding (ECAPA 192-d, x-vector 512-d): speaker identity
+    frames             mean and std over each clip's valid frames of the input to the statistics
+                       pooling: ECAPA's multi-layer feature aggregation (3,072 channels -> 6,144-d),
+                       the x-vector's last TDNN layer (1,500 channels -> 3,000-d)
+    frames+embedding   both, concatenated
+Pooling only over valid frames keeps a padded batch equal to each clip alone.
+
 `load_encoder` checks once, in a fraction of a second, that a short clip padded in a batch still
 gets the embedding it gets alone: audit/padding.py patches private SpeechBrain methods, and a
 SpeechBrain release that moves them must stop the run, not silently change every embedding.
@@ -22,7 +32,7 @@ import torch
 
 from audit import padding
 from audit.errors import UserError
-from audit.options import DEFAULT_ENCODER
+from audit.options import DEFAULT_ENCODER, FEATURES
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 PADDING_CHECK_TOLERANCE = 1e-3  # relative; measured 3e-6 when the fix holds, ~0.2 when it does not
@@ -91,12 +101,52 @@ def load_encoder(folder: Path, savedir: Path):
     return encoder
 
 
-def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-    """Embeddings (B, D) of a padded batch wavs (B, T), lens (B,), each as if encoded alone."""
+def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor, features: str = "embedding") -> torch.Tensor:
+    """Features (B, D) of a padded batch wavs (B, T), lens (B,), each as if encoded alone."""
+    assert features in FEATURES, features
     padding.reflect_padding(encoder)
     frames, frame_lens = padding.frame_lengths(encoder, wavs, lens)  # (B,), (B,)
-    with padding.clip_frames(encoder, frames):
-        return encoder.encode_batch(wavs, frame_lens).squeeze(1)  # (B, D)
+    captured = []
+    pooling = _statistics_pooling(encoder)
+    hook = pooling.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        with padding.clip_frames(encoder, frames):
+            emb = encoder.encode_batch(wavs, frame_lens).squeeze(1)  # (B, D)
+    finally:
+        hook.remove()
+    if features == "embedding":
+        return emb
+    x = captured[0]
+    if not _channels_first(pooling):
+        x = x.transpose(1, 2)  # the x-vector pools (B, L, C): make it (B, C, L) as ECAPA's
+    stats = pooled_stats(x.float(), frames.to(x.device))  # (B, 2C)
+    return stats if features == "frames" else torch.cat([stats, emb.float()], dim=1)
+
+
+def pooled_stats(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Mean and std over each clip's first frames[b] frames: x (B, C, L), frames (B,) -> (B, 2C)."""
+    valid = (torch.arange(x.shape[-1], device=x.device)[None, :] < frames[:, None]).to(x.dtype)  # (B, L)
+    n = valid.sum(1, keepdim=True)  # (B, 1)
+    mean = (x * valid[:, None, :]).sum(-1) / n  # (B, C)
+    var = (((x - mean[..., None]) * valid[:, None, :]) ** 2).sum(-1) / n  # (B, C)
+    return torch.cat([mean, var.clamp_min(1e-10).sqrt()], dim=1)
+
+
+def _statistics_pooling(encoder):
+    from speechbrain.lobes.models.ECAPA_TDNN import AttentiveStatisticsPooling
+    from speechbrain.nnet.pooling import StatisticsPooling
+
+    for module in encoder.mods.embedding_model.modules():
+        if isinstance(module, (AttentiveStatisticsPooling, StatisticsPooling)):
+            return module
+    raise UserError("--features frames: this encoder has no statistics pooling layer (ECAPA and x-vector do); "
+                    "use --features embedding")
+
+
+def _channels_first(pooling) -> bool:
+    from speechbrain.lobes.models.ECAPA_TDNN import AttentiveStatisticsPooling
+
+    return isinstance(pooling, AttentiveStatisticsPooling)
 
 
 def check_padding(encoder) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 
 from audit import heads
 from audit.label_issues import find_label_issues
-from audit.options import DEFAULT_FILTER_BY, DEFAULT_FOLDS, DEFAULT_L2
+from audit.options import DEFAULT_FILTER_BY, DEFAULT_FOLDS, DEFAULT_L2, DEFAULT_PCA_DIM
 
 METRICS = ("precision", "recall", "f1", "ap", "auroc", "precision_at_k")
 NOISE_KINDS = ("uniform", "confusable")
@@ -57,9 +57,10 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
             "precision_at_k": float(flipped[top_k].mean()) if k else 0.0}
 
 
-def audit_method(emb, noisy, n_classes, *, folds, seed, l2, rank_by, filter_by, accelerator):
+def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, accelerator):
     fold_ids = heads.stratified_folds(noisy, folds, seed)
-    probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, seed=seed, accelerator=accelerator)
+    probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, pca_dim=pca_dim, seed=seed,
+                                    accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by)
     return issues.flagged, issues.quality, probs
 
@@ -82,11 +83,13 @@ def reference_method(emb, noisy, n_classes, *, seed, **_):
 
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kind: str, repeats: int,
-             seed: int, baseline: str | None, folds: int = DEFAULT_FOLDS, l2: float = DEFAULT_L2,
+             seed: int, baseline: str | None, folds: int = DEFAULT_FOLDS, l2: float | str = DEFAULT_L2,
+             pca_dim: int | None = DEFAULT_PCA_DIM,
              rank_by: str = "self_confidence", filter_by: str = DEFAULT_FILTER_BY,
              accelerator: str = "cpu", progress=None) -> list[dict]:
     """One record per (noise, method): metric -> {mean, std, runs}."""
-    opts = dict(folds=folds, seed=seed, l2=l2, rank_by=rank_by, filter_by=filter_by, accelerator=accelerator)
+    opts = dict(folds=folds, seed=seed, l2=l2, pca_dim=pca_dim, rank_by=rank_by, filter_by=filter_by,
+                accelerator=accelerator)
     confusion = None
     if kind == "confusable":
         _, _, clean_probs = audit_method(emb, labels, n_classes, **opts)

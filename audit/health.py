@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -183,3 +183,20 @@ def _check(data: np.ndarray, rate: int) -> None:
         raise ValueError(f"clip_health needs at least one sample and one channel; got shape {data.shape}")
     if not rate > 0:
         raise ValueError(f"sample rate must be positive; got {rate}")
+
+
+META_PREFIX = "health_"  # the embedding cache keeps each clip's ClipHealth as text beside its embedding
+
+
+def to_meta(h: ClipHealth) -> dict[str, str]:
+    """`h` as {name: text} for the cache (cache.py stores per-clip facts as strings)."""
+    return {META_PREFIX + k: repr(v) for k, v in asdict(h).items()}
+
+
+def from_meta(meta: Mapping[str, str]) -> ClipHealth | None:
+    """The ClipHealth that `to_meta` stored, or None where the cache holds none (an older shard)."""
+    try:
+        values = {f.name: meta[META_PREFIX + f.name] for f in fields(ClipHealth)}
+    except KeyError:
+        return None
+    return ClipHealth(**{f.name: (int if f.type in ("int", int) else float)(values[f.name]) for f in fields(ClipHealth)})

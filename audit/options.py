@@ -15,6 +15,8 @@ from audit.errors import UserError
 
 DEFAULT_ENCODER = "speechbrain/spkrec-xvect-voxceleb"  # 512-d x-vectors; the users' default
 ACCELERATORS = ("auto", "cpu", "gpu")
+FEATURES = ("embedding", "frames", "frames+embedding")  # which representation is pooled: encoder.py
+DEFAULT_FEATURES = "embedding"
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # Padded audio seconds per batch: on CPU small batches stay in cache (best of 4/8/16 s on FSDD,
 # bench/RESULTS.md); a GPU wants them wide.
@@ -24,6 +26,7 @@ SHARD_CLIPS = 1024  # clips per cache shard: at most this much work is redone af
 MIN_FOLDS = 2
 DEFAULT_FOLDS = 5
 DEFAULT_L2 = 1e-2  # on standardized embeddings; chosen on FSDD by CV accuracy (bench/RESULTS.md)
+DEFAULT_PCA_DIM = 128
 RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
              "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
@@ -40,6 +43,7 @@ class RunOptions:
     out: str | None = None  # None: the API writes nothing; the CLI picks runs/<name of data>
     label_pattern: str | None = None  # None: manifest.DEFAULT_LABEL_PATTERN
     encoder: str = DEFAULT_ENCODER
+    features: str = DEFAULT_FEATURES
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
@@ -50,7 +54,8 @@ class RunOptions:
     cache_dir: str | None = None  # None: OUT/cache, or ~/.cache/audit/embeddings without an out
     shard_clips: int = SHARD_CLIPS
     folds: int = DEFAULT_FOLDS
-    l2: float = DEFAULT_L2
+    l2: float | str = DEFAULT_L2  # or "auto": chosen per fold by inner cross-validation (heads.py)
+    pca_dim: int | None = DEFAULT_PCA_DIM  # wider features are reduced per fold (heads.py); None: never
     seed: int = 0
     rank_by: str = "self_confidence"
     filter_by: str = DEFAULT_FILTER_BY
@@ -59,6 +64,7 @@ class RunOptions:
     def __post_init__(self):
         _choice("accelerator", self.accelerator, ACCELERATORS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("features", self.features, FEATURES)
         _choice("rank-by", self.rank_by, RANK_BY)
         _choice("filter-by", self.filter_by, FILTER_BY)
         if self.devices != "auto" and not (isinstance(self.devices, int) and self.devices >= 1):
@@ -68,9 +74,12 @@ class RunOptions:
         _at_least("folds", self.folds, MIN_FOLDS)
         if self.num_workers is not None:
             _at_least("num-workers", self.num_workers, 0)
-        for name, value in (("batch-seconds", self.batch_seconds), ("l2", self.l2)):
-            if value is not None and not value > 0:
-                raise UserError(f"--{name} {value}: must be > 0")
+        if self.pca_dim is not None:
+            _at_least("pca-dim", self.pca_dim, 1)
+        if self.l2 != "auto" and not (isinstance(self.l2, (int, float)) and self.l2 > 0):
+            raise UserError(f"--l2 {self.l2}: a number > 0 or 'auto'")
+        if self.batch_seconds is not None and not self.batch_seconds > 0:
+            raise UserError(f"--batch-seconds {self.batch_seconds}: must be > 0")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -38,10 +38,10 @@ PACKAGES = ("audit", "torch", "torchaudio", "speechbrain", "cleanlab", "lightnin
 # Column types of the tables audit writes: the one reader (read_run) restores them.
 INT_COLUMNS = ("rank", "row", "group", "n_clips", "n_label_issues", "num_issues")
 FLOAT_COLUMNS = ("label_quality", "given_prob", "suggested_prob", "x", "y", "outlier_score", "near_duplicate_score",
-                 "share", "issue_rate", "score")
+                 "share", "issue_rate", "score", "value", "threshold")
 BOOL_COLUMNS = ("is_label_issue", "is_outlier_issue")
 RUN_FILES = ("summary.json", "classes.json", "pred_probs.npy", "scores.csv", "map.csv", "skipped.csv",
-             "class_imbalance.csv", "duplicates.csv", "data_issues.csv")
+             "class_imbalance.csv", "duplicates.csv", "data_issues.csv", "audio_issues.csv")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class RunFiles:
     duplicates: pd.DataFrame
     outliers: pd.DataFrame  # empty when Datalab found no outlier type
     data_issues: pd.DataFrame  # Datalab's summary per issue type
+    audio_issues: pd.DataFrame  # path, type, value, threshold, row (audio_issues.csv)
 
 
 def read_run(out: Path) -> RunFiles:
@@ -73,7 +74,7 @@ def read_run(out: Path) -> RunFiles:
         scores=read_csv(out / "scores.csv"), clip_map=read_csv(out / "map.csv"), skipped=read_csv(out / "skipped.csv"),
         class_imbalance=read_csv(out / "class_imbalance.csv"), duplicates=read_csv(out / "duplicates.csv"),
         outliers=read_csv(out / "outliers.csv") if (out / "outliers.csv").is_file() else pd.DataFrame(),
-        data_issues=read_csv(out / "data_issues.csv"))
+        data_issues=read_csv(out / "data_issues.csv"), audio_issues=read_csv(out / "audio_issues.csv"))
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -134,7 +135,16 @@ def run_files(result, summary: dict) -> RunFiles:
         clip_map=pd.DataFrame({"row": np.arange(len(data.clips)), "path": data.clips["path"], "file": data.files,
                                "x": result.map_2d[:, 0], "y": result.map_2d[:, 1]}),
         skipped=data.skipped, class_imbalance=tables["class_imbalance.csv"], duplicates=tables["duplicates.csv"],
-        outliers=tables.get("outliers.csv", pd.DataFrame()), data_issues=tables["data_issues.csv"])
+        outliers=tables.get("outliers.csv", pd.DataFrame()), data_issues=tables["data_issues.csv"],
+        audio_issues=audio_issue_table(result))
+
+
+def audio_issue_table(result) -> pd.DataFrame:
+    """audio_issues.csv: path, type, value, threshold, row (as in scores.csv)."""
+    table = result.audio_issues
+    paths = result.data.clips["path"].to_numpy()[table["row"].to_numpy()]
+    return pd.DataFrame({"path": paths, "type": table["type"], "value": table["value"],
+                         "threshold": table["threshold"], "row": table["row"]})
 
 
 def write_outputs(out: Path, files: RunFiles) -> None:
@@ -145,6 +155,7 @@ def write_outputs(out: Path, files: RunFiles) -> None:
     write_csv(files.data_issues, out / "data_issues.csv")
     write_csv(files.class_imbalance, out / "class_imbalance.csv")
     write_csv(files.duplicates, out / "duplicates.csv")
+    write_csv(files.audio_issues, out / "audio_issues.csv")
     if len(files.outliers.columns):
         write_csv(files.outliers, out / "outliers.csv")
     write_csv(files.clip_map, out / "map.csv")
@@ -226,6 +237,8 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
             "n_class_imbalance": counts.get("class_imbalance", 0),
             "n_underperforming_group": counts.get("underperforming_group", 0),
         },
+        "audio_issues": {"n_clips": int(result.audio_issues["row"].nunique()),
+                         **{str(t): int(n) for t, n in result.audio_issues["type"].value_counts().sort_index().items()}},
         "classes": list(data.classes),
         "seconds": {**{k: round(v, 3) for k, v in {**data.seconds, **result.seconds}.items()},
                     "total": round(total_seconds, 3)},
@@ -271,8 +284,12 @@ def print_summary(summary: dict, table: pd.DataFrame, out: Path, top: int = 10, 
     if di:
         p(f"also: {di['n_outliers']} outliers, {di['n_duplicate_groups']} duplicate groups "
           f"({di['n_exact_duplicate_clips']} clips byte-identical to another)")
+    ai = summary.get("audio_issues", {})
+    if ai.get("n_clips"):
+        kinds = ", ".join(f"{n} {t}" for t, n in ai.items() if t != "n_clips")
+        p(f"audio health: {ai['n_clips']} clips with problems in the audio itself ({kinds}): audio_issues.csv")
     p(f"outputs in {out}/: report.html (open it in a browser), issues.csv, scores.csv, outliers.csv, "
-      "duplicates.csv, skipped.csv, summary.json")
+      "duplicates.csv, audio_issues.csv, skipped.csv, summary.json")
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from audit import health
 from audit.errors import UserError
 from audit.options import RunOptions
 
@@ -29,6 +30,7 @@ class EmbeddedClips:
     clips: pd.DataFrame  # (N rows) path, label, extras: the usable clips, in manifest order
     files: list  # (N,) absolute file of each clip
     sha1: list  # (N,) SHA-1 of each file's bytes
+    health: list  # (N,) health.ClipHealth of each clip (None where the cache holds none)
     classes: list  # (K,) class names; class id = position
     labels: np.ndarray  # (N,) given class ids
     emb: np.ndarray  # (N, D)
@@ -45,6 +47,7 @@ class AuditResult:
     issues: object  # label_issues.LabelIssues
     data_issues: object  # datalab.DataIssues
     map_2d: np.ndarray  # (N, 2) PCA of the standardized embeddings, for the report
+    audio_issues: pd.DataFrame  # row, type, value, threshold: audio-health problems (health.py)
     seconds: dict  # the stages after the embeddings
 
 
@@ -86,7 +89,9 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
                  manifest_kind=manifest.source, batch_seconds=opts.batch_seconds,
                  num_workers=opts.num_workers, cache_dir=str(opts.cache_dir))
     keep = np.flatnonzero(ok)
-    return EmbeddedClips(clips=clips, files=[manifest.files[i] for i in keep], sha1=[embedded.sha1[i] for i in keep],
+    meta = [embedded.meta[i] for i in keep]
+    return EmbeddedClips(clips=clips, files=[manifest.files[i] for i in keep], sha1=[m.get("sha1", "") for m in meta],
+                         health=[health.from_meta(m) for m in meta],
                          classes=classes, labels=labels, emb=embedded.emb[ok], skipped=skipped, seconds=seconds,
                          facts=facts, user_order=manifest.source == "table")
 
@@ -104,7 +109,7 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     t = time.perf_counter()
     folds = heads.stratified_folds(data.labels, opts.folds, opts.seed)  # (N,)
     pred_probs = heads.out_of_fold_probs(data.emb, data.labels, folds, len(data.classes), seed=opts.seed,
-                                         l2=opts.l2, accelerator=opts.accelerator)  # (N, K)
+                                         l2=opts.l2, pca_dim=opts.pca_dim, accelerator=opts.accelerator)  # (N, K)
     seconds["heads"] = time.perf_counter() - t
     t = time.perf_counter()
     issues = find_label_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)
@@ -113,8 +118,9 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     data_issues = find_data_issues(data.emb, data.labels, pred_probs, data.sha1, user_order=data.user_order,
                                    device="cuda" if opts.accelerator == "gpu" else "cpu")
     seconds["data_issues"] = time.perf_counter() - t
+    audio_issues = health.issue_table({i: h for i, h in enumerate(data.health) if h is not None})
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
-                       map_2d=pca_2d(data.emb), seconds=seconds)
+                       map_2d=pca_2d(data.emb), audio_issues=audio_issues, seconds=seconds)
 
 
 def pca_2d(emb: np.ndarray) -> np.ndarray:

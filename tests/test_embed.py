@@ -137,3 +137,35 @@ def test_a_checkpoint_that_unpickles_code_is_refused(xvector_dir, tmp_path):
     with pytest.raises(UserError, match="could not load it"):
         load_encoder(resolve_encoder(str(folder)), tmp_path / "cache")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("features, dim", [("frames", 6144), ("frames+embedding", 6144 + 192)])
+def test_pooled_frame_features_of_a_padded_batch_match_the_clip_alone(fsdd_dir, ecapa_encoder, features, dim):
+    wavs = [audio.load(str(fsdd_dir / n)) for n in NAMES[:8]]
+    durations = np.array([len(w) / audio.SAMPLE_RATE for w in wavs])
+    with torch.inference_mode():
+        alone = torch.cat([encode(ecapa_encoder, w[None], torch.ones(1), features) for w in wavs])  # (N, D)
+        batch = collate([Decoded(i, w) for i, w in enumerate(wavs)])  # one batch, mixed lengths
+        assert (batch.lens < 0.8).any(), "the test needs padding in the batch"
+        together = encode(ecapa_encoder, batch.wavs, batch.lens, features)  # (B, D)
+    assert together.shape == (8, dim) and np.isfinite(together.numpy()).all()
+    order = batch.index.tolist()
+    torch.testing.assert_close(together, alone[order], rtol=1e-3, atol=1e-4 * alone.abs().max().item())
+
+
+def test_xvector_frames_pool_its_last_tdnn_layer(xvector_dir, tmp_path, fsdd_dir):
+    encoder = load_encoder(resolve_encoder(str(xvector_dir)), tmp_path)
+    wavs = [audio.load(str(fsdd_dir / n)) for n in NAMES[:4]]
+    batch = collate([Decoded(i, w) for i, w in enumerate(wavs)])
+    with torch.inference_mode():
+        together = encode(encoder, batch.wavs, batch.lens, "frames")
+        alone = encode(encoder, wavs[batch.index[-1]][None], torch.ones(1), "frames")
+    assert together.shape == (4, 3000)  # 1,500 channels: mean and std
+    torch.testing.assert_close(together[-1:], alone, rtol=1e-3, atol=1e-4 * alone.abs().max().item())
+
+
+def test_cache_keeps_each_representation_apart(tmp_path, fsdd_dir, xvector_dir):
+    files = [str(fsdd_dir / n) for n in NAMES[:4]]
+    emb = embed(files, opts(str(xvector_dir), tmp_path, features="embedding"))
+    frames = embed(files, opts(str(xvector_dir), tmp_path, features="frames"))
+    assert emb.emb.shape == (4, 512) and frames.emb.shape == (4, 3000) and frames.n_computed == 4

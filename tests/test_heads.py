@@ -76,3 +76,44 @@ def test_fitting_leaves_deterministic_algorithms_as_they_were():
     before = torch.are_deterministic_algorithms_enabled()
     out_of_fold_probs(x, labels, stratified_folds(labels, 5, seed=0), 4)
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_inner_folds_never_hold_the_outer_folds_own_clips():
+    from audit.heads import INNER_FOLDS, inner_folds
+
+    _, labels = blobs(n_per_class=30, seed=4)
+    folds = stratified_folds(labels, 5, seed=0)
+    inner = inner_folds(labels, folds, seed=0)
+    assert inner.shape == (5, len(labels))
+    for f in range(5):
+        assert (inner[f, folds == f] == -1).all()
+        assert set(inner[f, folds != f]) == set(range(INNER_FOLDS))
+
+
+@pytest.mark.parametrize("kw", [dict(l2="auto"), dict(pca_dim=8), dict(l2="auto", pca_dim=8)])
+def test_out_of_fold_holds_through_inner_selection_and_pca(kw):
+    """Flip one clip's label: its own probabilities must not move, whatever the heads chose from the rest."""
+    x, labels = blobs(seed=6, dim=24)
+    folds = stratified_folds(labels, 5, seed=0)
+    p = out_of_fold_probs(x, labels, folds, 4, **kw)
+    flipped = labels.copy()
+    flipped[17] = (labels[17] + 1) % 4
+    q = out_of_fold_probs(x, flipped, folds, 4, **kw)
+    assert np.allclose(p.sum(1), 1)
+    assert np.allclose(p[17], q[17], atol=1e-5)
+    assert (p.argmax(1) == labels).mean() > 0.9
+
+
+def test_pca_is_fitted_on_each_folds_training_rows_only():
+    from audit.heads import fold_inputs
+
+    x, labels = blobs(seed=7, dim=24)
+    folds = stratified_folds(labels, 5, seed=0)
+    xp, _, _ = fold_inputs(x, folds, pca_dim=6, seed=0)
+    moved = x.copy()
+    moved[folds == 0] += np.random.default_rng(0).normal(0, 50, moved[folds == 0].shape).astype(np.float32)
+    xq, _, _ = fold_inputs(moved, folds, pca_dim=6, seed=0)
+    assert xp.shape == (5, len(x), 6)
+    # fold 0's projection never saw its own rows: changing them leaves its training rows' coordinates alone
+    np.testing.assert_allclose(xp[0][folds != 0].numpy(), xq[0][folds != 0].numpy(), atol=1e-8)
+    assert not np.allclose(xp[1][folds != 1].numpy(), xq[1][folds != 1].numpy())

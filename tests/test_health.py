@@ -203,3 +203,35 @@ def test_a_60s_44k1_stereo_clip_costs_bounded_work(monkeypatch):
 def test_bad_input_is_refused_in_plain_words(data, rate, match):
     with pytest.raises(ValueError, match=match):
         health.clip_health(data, rate)
+
+
+def test_a_run_writes_each_planted_problem_to_audio_issues_and_nothing_for_clean_clips(tmp_path, fsdd_dir, ecapa,
+                                                                                      cache_dir):
+    """End to end: measured in the decoding workers, kept in the cache, written and counted by the run."""
+    import pandas as pd
+
+    import audit
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for d in range(4):
+        for n in range(6):
+            name = f"{d}_theo_{n}"
+            sf.write(folder / f"{name}.wav", read(fsdd_dir, name)[0], 8000, subtype="PCM_16")
+    planted = {"0_clipped": ("0_george_0", clipped, 8000), "1_silent": ("1_george_0", near_silent, 8000),
+               "2_dc": ("2_george_0", with_dc, 8000), "3_stereo": ("3_george_0", identical_stereo, 8000),
+               "3_up": ("3_george_1", lambda x: AF.resample(torch.from_numpy(x.T), 8000, 44100).numpy().T, 44100)}
+    for name, (source, plant, rate) in planted.items():
+        sf.write(folder / f"{name}.wav", plant(read(fsdd_dir, source)[0]), rate, subtype="PCM_16")
+    result = audit.run(str(folder), out=str(tmp_path / "out"), encoder=ecapa, cache_dir=str(cache_dir),
+                       devices=1, progress=False)
+    table = pd.read_csv(tmp_path / "out" / "audio_issues.csv")
+    found = {(p.split("/")[-1][:-4], t) for p, t in zip(table["path"], table["type"])}
+    assert {("0_clipped", "clipped"), ("1_silent", "silent"), ("2_dc", "dc_offset"),
+            ("3_stereo", "identical_channels"), ("3_stereo", "unusual_channels"), ("3_up", "narrowband"),
+            ("3_up", "unusual_sample_rate")} <= found
+    assert {name for name, _ in found} <= set(planted), "a clean clip was flagged"
+    assert result.summary["audio_issues"]["n_clips"] == len(planted)
+    again = audit.run(str(folder), encoder=ecapa, cache_dir=str(cache_dir), devices=1, progress=False)
+    assert again.summary["n_embedded_now"] == 0  # from the cache, with the health it measured
+    assert again.files.audio_issues.equals(result.files.audio_issues)

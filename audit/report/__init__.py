@@ -19,6 +19,7 @@ MEDIA_SECONDS = 10.0  # longer clips are cut in the page: it stays light
 DEFAULT_TOP = 50
 MAX_MAP_POINTS = 5000  # every flagged clip, plus a seeded sample of the rest
 MAX_TABLE_ROWS = 200
+HEALTH_MEDIA = 20  # audio-health rows with their audio embedded: the page stays light
 HERE = Path(__file__).parent
 
 
@@ -52,7 +53,7 @@ def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
                    "href": _href(files[int(o.row)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
         outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
         dup_groups=_dup_groups(run.duplicates, files),
-        skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"),
+        skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"), health=_health(run.audio_issues, files),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -175,6 +176,22 @@ def _dup_groups(dups: pd.DataFrame, files: list) -> list:
                                     "href": _href(files[int(m.row)])}
                                    for m in members.itertuples()]})
     return groups
+
+
+def _health(table: pd.DataFrame, files: list) -> dict:
+    """Counts per problem, and the first rows (each clip's audio embedded for the first HEALTH_MEDIA)."""
+    rows = []
+    for i, r in enumerate(table.head(MAX_TABLE_ROWS).itertuples()):
+        item = {"path": r.path, "type": r.type, "value": float(r.value), "threshold": float(r.threshold),
+                "href": _href(files[int(r.row)]), "audio": None}
+        if i < HEALTH_MEDIA:
+            try:
+                item["audio"] = _media(files[int(r.row)])["audio"]
+            except Exception:  # a file moved since the run: the row stays, without audio
+                pass
+        rows.append(item)
+    return {"n_clips": int(table["row"].nunique()) if len(table) else 0, "rows": rows,
+            "counts": sorted(table["type"].value_counts().items()) if len(table) else []}
 
 
 def _href(file: str) -> str:
