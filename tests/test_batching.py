@@ -23,8 +23,8 @@ def test_a_clip_longer_than_the_budget_gets_a_batch_of_its_own():
 
 
 def test_collate_pads_with_zeros_and_gives_relative_lengths():
-    items = [Decoded(4, torch.ones(100), sha1="a"), Decoded(7, None, "unreadable audio: x"),
-             Decoded(9, torch.full((40,), 2.0), sha1="b"), Decoded(11, None, "read error: EIO", transient=True)]
+    items = [Decoded(4, torch.ones(100), meta={"sha1": "a"}), Decoded(7, None, "unreadable audio: x"),
+             Decoded(9, torch.full((40,), 2.0), meta={"sha1": "b"}), Decoded(11, None, "read error: EIO", transient=True)]
     batch = collate(items)
     assert batch.wavs.shape == (2, 100)
     assert batch.index.tolist() == [4, 9]
@@ -38,7 +38,8 @@ def test_dataset_turns_bad_files_into_reasons(tmp_path, fsdd_dir):
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     ds = ClipDataset([str(fsdd_dir / "0_george_0.wav"), str(bad)])
-    assert ds[0].wav is not None and ds[0].reason is None and len(ds[0].sha1) == 40
+    assert ds[0].wav is not None and ds[0].reason is None and len(ds[0].meta["sha1"]) == 40
+    assert ds[0].meta["health_rate"] == "8000"
     assert ds[1].wav is None and "unreadable" in ds[1].reason and not ds[1].transient
     durations, failed = probe_all([str(fsdd_dir / "0_george_0.wav"), str(bad)])
     assert durations[0] > 0 and np.isnan(durations[1]) and list(failed) == [1]
