@@ -64,8 +64,11 @@ class Result:
         return render_report(self.files, Path(path), top)
 
 
-def run(data: str, *, out: str | None = None, report_top: int = 50, **options) -> Result:
-    """Audit `data` (a folder, a CSV/Parquet manifest or 'fsdd') with the CLI's options as keywords.
+def run(data, *, out: str | None = None, report_top: int = 50, **options) -> Result:
+    """Audit `data` with the CLI's options as keywords.
+
+    `data`: a folder, a CSV/Parquet/JSON-lines manifest, 'fsdd', 'hf:NAME[:CONFIG][:SPLIT]', a saved
+    Hugging Face dataset folder, a pandas DataFrame (path, label, extras) or a `datasets.Dataset`.
 
     Options are those of `python -m audit --help`, with '_' for '-' (encoder=..., folds=..., seed=...).
     Nothing is written unless `out` is given.
@@ -97,6 +100,9 @@ def audit(opts: RunOptions, report_top: int = 50) -> Result | None:
     if out is not None:
         from audit.report import build_report
 
+        from audit import precomputed
+
         outputs.write_outputs(out, files)
+        precomputed.write(out / "embeddings.parquet", result.data.files, result.data.emb)
         build_report(out, top=report_top)
     return Result(run=result, files=files, out=out)

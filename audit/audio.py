@@ -38,31 +38,40 @@ def file_sha1(path: str) -> str:
     return h.hexdigest()
 
 
-def probe(path: str) -> tuple[float, int]:
-    """(duration in seconds after the MAX_SECONDS cap, native sample rate), reading the header only."""
+def probe(path: str, offset: float = 0.0, duration: float = float("nan")) -> tuple[float, int]:
+    """(duration in seconds after the MAX_SECONDS cap, native sample rate), reading the header only.
+
+    `offset`, `duration` (seconds) select a segment of the file; NaN duration: to its end.
+    """
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile's errors carry no stable type across versions
         raise ClipError(f"unreadable audio: {_short(e)}") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise ClipError("empty audio (0 samples)")
-    seconds = min(info.frames / info.samplerate, MAX_SECONDS)
+    available = info.frames / info.samplerate - offset
+    if available <= 0:
+        raise ClipError(f"offset {offset:g} s is past the end of the file ({info.frames / info.samplerate:.2f} s)")
+    seconds = min(available, duration if duration == duration else available, MAX_SECONDS)
     if seconds < MIN_SECONDS:
         raise ClipError(f"too short ({seconds * 1000:.0f} ms < {MIN_SECONDS * 1000:.0f} ms)")
     return seconds, info.samplerate
 
 
-def load(path: str) -> torch.Tensor:
-    """The clip as mono float32 at SAMPLE_RATE, at most MAX_SECONDS long.  # (T,)"""
-    return decode(path)[0]
+def load(path: str, offset: float = 0.0, duration: float = float("nan")) -> torch.Tensor:
+    """The clip (or its segment) as mono float32 at SAMPLE_RATE, at most MAX_SECONDS long.  # (T,)"""
+    return decode(path, offset, duration)[0]
 
 
-def decode(path: str) -> tuple[torch.Tensor, health.ClipHealth]:
+def decode(path: str, offset: float = 0.0, duration: float = float("nan")) -> tuple[torch.Tensor, health.ClipHealth]:
     """(the clip as load() gives it (T,), its health measured on the native samples before mixing)."""
+    seconds = min(duration, MAX_SECONDS) if duration == duration else MAX_SECONDS
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
-            data = f.read(frames=int(MAX_SECONDS * rate), dtype="float32", always_2d=True)  # (T0, ch)
+            if offset:
+                f.seek(min(int(round(offset * rate)), f.frames))
+            data = f.read(frames=int(seconds * rate), dtype="float32", always_2d=True)  # (T0, ch)
     except OSError:  # the disk, not the file: let the caller retry it another time
         raise
     except Exception as e:

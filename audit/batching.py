@@ -36,16 +36,18 @@ class Batch:
     retry: list  # [(row, reason)] clips that hit a transient error: not cached, retried next run
 
 
-def probe_all(files: list[str]) -> tuple[np.ndarray, dict[int, str]]:
+def probe_all(files: list[str], offsets=None, durations=None) -> tuple[np.ndarray, dict[int, str]]:
     """Durations (N,) in seconds (NaN where unreadable) and {row: reason} for clips that can't be used."""
-    def one(f):
+    offsets, durations = segment_arrays(len(files), offsets, durations)
+
+    def one(i):
         try:
-            return audio.probe(f)[0], None
+            return audio.probe(files[i], offsets[i], durations[i])[0], None
         except audio.ClipError as e:
             return float("nan"), str(e)
 
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        results = list(pool.map(one, files))
+        results = list(pool.map(one, range(len(files))))
     durations = np.array([d for d, _ in results], dtype=np.float64)  # (N,)
     failed = {i: r for i, (_, r) in enumerate(results) if r is not None}
     return durations, failed
@@ -94,11 +96,19 @@ class Decoded:
     meta: dict | None = None  # {name: text}: the file's sha1 and its health (audit/health.py)
 
 
+def segment_arrays(n: int, offsets=None, durations=None) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (N,) zeros where absent, durations (N,) NaN where absent: to the end of the file)."""
+    offsets = np.zeros(n) if offsets is None else np.asarray(offsets, dtype=np.float64)
+    durations = np.full(n, np.nan) if durations is None else np.asarray(durations, dtype=np.float64)
+    return offsets, durations
+
+
 class ClipDataset(Dataset):
     """Row -> Decoded; hashing and decoding run in DataLoader workers, each file read once there."""
 
-    def __init__(self, files: list[str]):
+    def __init__(self, files: list[str], offsets=None, durations=None):
         self.files = files
+        self.offsets, self.durations = segment_arrays(len(files), offsets, durations)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -107,7 +117,7 @@ class ClipDataset(Dataset):
         path = self.files[row]
         try:
             sha1 = audio.file_sha1(path)
-            wav, measured = audio.decode(path)
+            wav, measured = audio.decode(path, float(self.offsets[row]), float(self.durations[row]))
             return Decoded(row, wav, meta={"sha1": sha1, **health.to_meta(measured)})
         except audio.ClipError as e:
             return Decoded(row, None, str(e))

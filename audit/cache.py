@@ -38,13 +38,18 @@ def cache_folder(root: Path, encoder_name: str, encoder_identity: str, **setting
     return Path(root) / f"{encoder_name}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
-def clip_keys(files: list[str]) -> list[str]:
-    def key(f):
+def clip_keys(files: list[str], offsets=None, durations=None) -> list[str]:
+    """One key per clip: its file's absolute path, size and mtime, and the segment when it is one."""
+    def key(i):
+        f = files[i]
         st = os.stat(f)
-        return hashlib.sha1(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+        text = f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}"
+        if offsets is not None and offsets[i] or durations is not None and durations[i] == durations[i]:
+            text += f"\0segment {0 if offsets is None else offsets[i]!r} {durations[i] if durations is not None else ''!r}"
+        return hashlib.sha1(text.encode()).hexdigest()
 
     with ThreadPoolExecutor(STAT_THREADS) as pool:
-        return list(pool.map(key, files))
+        return list(pool.map(key, range(len(files))))
 
 
 @dataclass

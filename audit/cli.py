@@ -69,9 +69,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by `audit run` and `audit evaluate`; defaults come from options.py."""
     d = p.add_argument_group("data")
     d.add_argument("--data", default="fsdd",
-                   help="a folder of audio (label in the file name, or one sub-folder per class), a CSV/Parquet "
-                        "manifest with columns path,label (extra columns are kept), or 'fsdd' to download the Free "
+                   help="a folder of audio (label in the file name, or one sub-folder per class); a CSV, Parquet or "
+                        "JSON-lines manifest with columns path,label (NeMo's audio_filepath too; optional offset and "
+                        "duration in seconds make a row a segment; extra columns are kept); a Hugging Face dataset "
+                        "(hf:NAME[:CONFIG][:SPLIT], or a save_to_disk folder); or 'fsdd' to download the Free "
                         "Spoken Digit Dataset v1.0.9 (default: %(default)s)")
+    d.add_argument("--label-column", default=None, metavar="NAME",
+                   help="for a Hugging Face dataset: the label column (default: its ClassLabel column)")
+    d.add_argument("--embeddings", default=None, metavar="FILE",
+                   help="skip the encoder: a .npy (N, D) with one row per manifest row, or a .parquet with path and "
+                        "an embedding column (e.g. a run's OUT/embeddings.parquet); audio need not exist")
     d.add_argument("--label-pattern", default=None, metavar="REGEX",
                    help="for a folder of files: a regex with a named group 'label', searched in each file name "
                         "(default: the text before the first '_', as in 7_jackson_32.wav)")
@@ -186,7 +193,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
-        data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, encoder=args.encoder,
+        data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
+        embeddings=args.embeddings, encoder=args.encoder,
         features=args.features,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,

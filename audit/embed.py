@@ -50,9 +50,9 @@ class CachedEmbeddings:
     is_rank_zero: bool = True  # other ranks only embed their share: their result holds no embeddings
 
 
-def make_plan(files: list[str], cached: CacheContents, batch_seconds: float) -> Plan:
-    keys = clip_keys(files)
-    durations, failed = probe_all(files)  # (N,)
+def make_plan(files: list[str], cached: CacheContents, batch_seconds: float, offsets=None, durations=None) -> Plan:
+    keys = clip_keys(files, offsets, durations)
+    durations, failed = probe_all(files, offsets, durations)  # (N,)
     batches = bucket_batches(durations, batch_seconds)
     todo = [b for b in batches if any(keys[i] not in cached.emb and keys[i] not in cached.failed for i in b)]
     return Plan(keys=keys, failed=failed, todo=todo)
@@ -88,21 +88,23 @@ class PlannedBatches(L.LightningDataModule):
     """Rank 0 makes the plan once the ranks are connected; batch i goes to rank i % W."""
 
     def __init__(self, files: list[str], store: ShardStore, batch_seconds: float, num_workers: int, pin_memory: bool,
-                 plan: Plan | None = None):
+                 plan: Plan | None = None, offsets=None, durations=None):
         super().__init__()
         self.files, self.store, self.batch_seconds = files, store, batch_seconds
+        self.offsets, self.durations = offsets, durations
         self.num_workers, self.pin_memory, self.plan = num_workers, pin_memory, plan
 
     def setup(self, stage: str):
         if self.plan is None:
-            plan = make_plan(self.files, self.store.load(), self.batch_seconds) if self.trainer.is_global_zero else None
+            plan = make_plan(self.files, self.store.load(), self.batch_seconds, self.offsets, self.durations) \
+                if self.trainer.is_global_zero else None
             self.plan = self.trainer.strategy.broadcast(plan, src=0)
 
     def my_batches(self) -> list:
         return self.plan.todo[self.trainer.global_rank :: self.trainer.world_size]
 
     def predict_dataloader(self):
-        return DataLoader(ClipDataset(self.files), batch_sampler=FixedBatches(self.my_batches()), collate_fn=collate,
+        return DataLoader(ClipDataset(self.files, self.offsets, self.durations), batch_sampler=FixedBatches(self.my_batches()), collate_fn=collate,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           prefetch_factor=4 if self.num_workers else None)
 
@@ -161,7 +163,7 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
                                    precision=opts.precision, features=opts.features)), folder
 
 
-def embed(files: list[str], opts: RunOptions) -> CachedEmbeddings:
+def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> CachedEmbeddings:
     """Embeddings (N, D) for `files`, from the cache where possible; unusable clips in `failed`.
 
     `opts` must be resolved (RunOptions.resolve): accelerator cpu|gpu, batch_seconds, num_workers, cache_dir.
@@ -181,9 +183,9 @@ def embed(files: list[str], opts: RunOptions) -> CachedEmbeddings:
                         f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {' '.join(str(e).split())}") from None
     # One process can plan before starting anything, and skip the Trainer when the cache has it all;
     # several must plan inside predict, where rank 0's plan can be broadcast.
-    plan = make_plan(files, store.load(), opts.batch_seconds) if trainer.world_size == 1 else None
-    data = PlannedBatches(files, store, opts.batch_seconds, opts.num_workers,
-                          pin_memory=opts.accelerator == "gpu", plan=plan)
+    plan = make_plan(files, store.load(), opts.batch_seconds, offsets, durations) if trainer.world_size == 1 else None
+    data = PlannedBatches(files, store, opts.batch_seconds, opts.num_workers, pin_memory=opts.accelerator == "gpu",
+                          plan=plan, offsets=offsets, durations=durations)
     if plan is None or plan.todo:
         trainer.predict(EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts.features), datamodule=data,
                         return_predictions=False)

@@ -39,9 +39,11 @@ MAX_NOISE = 0.5  # beyond it the flipped labels are the majority: there is nothi
 class RunOptions:
     """What a user asks for. `None` means "pick for this machine" (see `resolve`)."""
 
-    data: str = "fsdd"
+    data: object = "fsdd"  # a path, hf:NAME, 'fsdd', or (API) a DataFrame or datasets.Dataset
     out: str | None = None  # None: the API writes nothing; the CLI picks runs/<name of data>
     label_pattern: str | None = None  # None: manifest.DEFAULT_LABEL_PATTERN
+    label_column: str | None = None  # Hugging Face datasets: None finds the ClassLabel column
+    embeddings: str | None = None  # precomputed embeddings (precomputed.py): no encoder runs
     encoder: str = DEFAULT_ENCODER
     features: str = DEFAULT_FEATURES
     accelerator: str = "auto"
@@ -82,7 +84,9 @@ class RunOptions:
             raise UserError(f"--batch-seconds {self.batch_seconds}: must be > 0")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """For summary.json: every option, the data described when it is an object (DataFrame, Dataset)."""
+        d = asdict(self) if isinstance(self.data, str) else {**asdict(replace(self, data="")), "data": describe(self.data)}
+        return d
 
     def resolve(self) -> "RunOptions":
         """The same options with every machine-dependent default filled in (accelerator: cpu|gpu)."""
@@ -94,6 +98,12 @@ class RunOptions:
             batch_seconds=self.batch_seconds or DEFAULT_BATCH_SECONDS[accelerator],
             num_workers=default_workers() if self.num_workers is None else self.num_workers,
             cache_dir=self.cache_dir or default_cache_dir(self.out))
+
+
+def describe(data) -> str:
+    if isinstance(data, str):
+        return data
+    return f"<{type(data).__name__} of {len(data)} rows>"
 
 
 def default_workers() -> int:

@@ -64,11 +64,17 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     assert opts.accelerator in ("cpu", "gpu") and opts.batch_seconds, "options must be resolved first"
     seconds = {}
     t = time.perf_counter()
-    manifest = load_manifest(opts.data, opts.label_pattern or DEFAULT_LABEL_PATTERN)
+    manifest = load_manifest(opts.data, opts.label_pattern or DEFAULT_LABEL_PATTERN, need_files=not opts.embeddings,
+                             label_column=opts.label_column, cache_dir=opts.cache_dir)
     check_class_counts(manifest.clips["label"], opts.folds, "in the manifest")
     seconds["manifest"] = time.perf_counter() - t
 
-    embedded = embed(manifest.files, opts)
+    if opts.embeddings:
+        from audit import precomputed
+
+        embedded = precomputed.load(opts.embeddings, manifest.clips["path"].tolist(), manifest.files)
+    else:
+        embedded = embed(manifest.files, opts, manifest.offsets, manifest.durations)
     if not embedded.is_rank_zero:
         return None
     seconds["embeddings"] = embedded.seconds
@@ -87,7 +93,9 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
                  peak_rss_mb_after_embeddings=peak_rss_mb(),
                  n_embedded_now=embedded.n_computed, n_from_cache=int(len(manifest.files) - embedded.n_computed),
                  manifest_kind=manifest.source, batch_seconds=opts.batch_seconds,
-                 num_workers=opts.num_workers, cache_dir=str(opts.cache_dir))
+                 num_workers=opts.num_workers, cache_dir=str(opts.cache_dir),
+                 **({"note": f"embeddings from {opts.embeddings}: no encoder ran, no audio was read (no audio-health "
+                             "checks, byte-identical duplicates or players)"} if opts.embeddings else {}))
     keep = np.flatnonzero(ok)
     meta = [embedded.meta[i] for i in keep]
     return EmbeddedClips(clips=clips, files=[manifest.files[i] for i in keep], sha1=[m.get("sha1", "") for m in meta],

@@ -1,7 +1,12 @@
 """report.html in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium)."""
 
+import csv
+import datetime
+import io
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -112,8 +117,100 @@ def test_names_with_markup_render_as_text(report_run, browser):
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def _wait_for_download(folder: Path, pattern: str, timeout: float = 20) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [f for f in folder.glob(pattern) if not f.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no {pattern} in {folder} after {timeout} s: {sorted(f.name for f in folder.iterdir())}")
+
+
+def test_review_decisions_persist_and_export_a_corrected_manifest(report_run, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from audit.outputs import read_run
+
+    run = read_run(report_run)
+    files = run.clip_map.sort_values("row")["file"].tolist()  # (N,) absolute, row order
+    given = dict(zip(run.scores["row"], run.scores["given_label"]))
+    cards = run.scores[run.scores["is_label_issue"]].head(8)
+    assert len(cards) >= 3, "the run must flag at least 3 clips to review"
+    first, second, third = (cards.iloc[i] for i in range(3))
+    ranked = [run.classes[k] for k in (-run.pred_probs[third.row]).argsort(kind="stable")]  # most probable first
+    n = next(i for i, c in enumerate(ranked[:9], 1) if c not in (third.given_label, third.suggested_label))
+    expected = {int(first.row): ("accept", first.suggested_label), int(second.row): ("keep", second.given_label),
+                int(third.row): ("relabel", ranked[n - 1])}
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get((report_run / "report.html").as_uri())
+    browser.execute_script("localStorage.clear()")  # file:// pages share one storage: start clean
+    browser.refresh()
+    card = [browser.find_element(By.ID, f"issue-{r}") for r in expected]
+    assert "current" in card[0].get_attribute("class")
+    keys = ActionChains(browser)
+    keys.send_keys("j").perform()
+    assert "current" in card[1].get_attribute("class") and "current" not in card[0].get_attribute("class")
+    keys.send_keys("k").perform()
+    keys.send_keys("a").perform()  # accept on the first card moves on to the second
+    assert "current" in card[1].get_attribute("class")
+    card[1].find_element(By.CSS_SELECTOR, "button.keep").click()
+    keys.send_keys(str(n)).perform()  # the n-th most probable class on the third card
+    for el, (decision, label) in zip(card, expected.values()):
+        assert el.get_attribute("data-decision") == decision
+
+    browser.refresh()  # decisions come back from localStorage
+    card = [browser.find_element(By.ID, f"issue-{r}") for r in expected]
+    for el, (decision, label) in zip(card, expected.values()):
+        assert el.get_attribute("data-decision") == decision
+        assert el.find_element(By.CSS_SELECTOR, ".status").text.endswith(f": {label}")
+    assert card[0].find_element(By.CSS_SELECTOR, "button.accept").get_attribute("aria-pressed") == "true"
+    assert card[2].find_element(By.CSS_SELECTOR, "select.pick").get_attribute("value") == expected[int(third.row)][1]
+    assert browser.find_element(By.ID, "review-progress").text.startswith(f"3 of {len(cards)} cards reviewed")
+    if len(cards) > 3:  # the first card without a decision is the current one
+        assert "current" in browser.find_element(By.ID, f"issue-{cards.iloc[3].row}").get_attribute("class")
+
+    browser.find_element(By.ID, "export-csv").click()
+    browser.find_element(By.ID, "export-json").click()
+    manifest = _wait_for_download(downloads, "*-corrected.csv")
+    decisions = json.loads(_wait_for_download(downloads, "*-decisions.json").read_text(encoding="utf-8"))
+
+    text = manifest.read_bytes().decode("utf-8")
+    table = list(csv.reader(io.StringIO(text, newline="")))
+    assert table[0] == ["path", "label", "original_label", "decision"]
+    assert [r[0] for r in table[1:]] == files  # every clip, in row order, absolute path intact
+    assert any(r[0].endswith(os.sep + HOSTILE) for r in table[1:])  # quotes, <, > and & survive the round trip
+    for row, (path, label, original, decision) in enumerate(table[1:]):
+        assert original == given[row]
+        assert (decision, label) == expected.get(row, ("unreviewed", given[row]))
+    written = io.StringIO()  # byte for byte what Python's csv module writes: csv.reader alone forgives a stray quote
+    csv.writer(written, lineterminator="\n").writerows(table)
+    assert text == written.getvalue()
+
+    assert [d["row"] for d in decisions] == sorted(expected)
+    for d in decisions:
+        assert (d["decision"], d["label"]) == expected[d["row"]]
+        assert d["path"] == files[d["row"]] and d["given"] == given[d["row"]]
+        assert datetime.datetime.fromisoformat(d["at"].replace("Z", "+00:00")).tzinfo is not None
+
+    hostile = [HOSTILE, "a,b", 'say "hi"', "line\nbreak", "cr\rlf\r\n", "</script><b>x</b>", "", " spaced "]
+    line = browser.execute_script("return window.auditCsv.line(arguments[0])", hostile)
+    assert list(csv.reader(io.StringIO(line, newline=""))) == [hostile]
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    artefacts = ROOT / "test-artifacts"
+    artefacts.mkdir(exist_ok=True)
+    browser.execute_script("document.getElementById('issues').scrollIntoView()")
+    assert browser.save_screenshot(str(artefacts / "report-review.png"))
+
+
 def test_report_command_rebuilds_the_page(report_run, tmp_path):
     (report_run / "report.html").unlink()
     assert main(["report", str(report_run), "--top", "3"]) == 0
-    assert (report_run / "report.html").read_text().count("<audio") == 3
+    html = (report_run / "report.html").read_text()
+    cards = html.split('<section id="issues">')[1].split("</section>")[0]  # audio health has players too
+    assert cards.count('<div class="issue" ') == cards.count("<audio") == 3
     assert main(["report", str(tmp_path)]) == 2

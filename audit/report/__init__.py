@@ -54,12 +54,30 @@ def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
         outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
         dup_groups=_dup_groups(run.duplicates, files),
         skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"), health=_health(run.audio_issues, files),
+        review=_review(run, labels, [i["row"] for i in issues], path),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def _review(run, labels: np.ndarray, card_rows: list, path: Path) -> dict:
+    """What the review controls in report.js need: every clip in row order, each card's likeliest classes.
+
+    Paths are absolute (map.csv's `file`), as in --relabel-out's manifest: the exported CSV lands in a
+    downloads folder, where a path relative to the user's manifest would point nowhere. The key that
+    stores decisions in the browser is unique to the run: output folder name + finished_at.
+    """
+    s, classes = run.summary, list(run.classes)
+    class_id = {c: i for i, c in enumerate(classes)}
+    suggested = np.empty(len(labels), dtype=np.int64)  # (N,) suggested ids in row order
+    suggested[run.scores["row"].to_numpy()] = run.scores["suggested_label"].map(class_id).to_numpy()
+    name = Path(s["options"].get("out") or Path(path).resolve().parent).name or "audit"
+    return {"key": f"audit-review:{name}:{s['finished_at']}", "name": name, "classes": classes,
+            "path": run.clip_map["file"].tolist(), "given": labels.tolist(), "suggested": suggested.tolist(),
+            "ranked": {str(r): np.argsort(-run.pred_probs[r], kind="stable")[:9].tolist() for r in card_rows}}
 
 
 def _issue(r, file: str, p: np.ndarray, classes: list) -> dict:
