@@ -74,6 +74,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "duration in seconds make a row a segment; extra columns are kept); a Hugging Face dataset "
                         "(hf:NAME[:CONFIG][:SPLIT], or a save_to_disk folder); or 'fsdd' to download the Free "
                         "Spoken Digit Dataset v1.0.9 (default: %(default)s)")
+    d.add_argument("--multi-label", action="store_true",
+                   help="each label cell holds a set of tags separated by ';' (dog;bark;speech; empty = no tags): "
+                        "one-vs-rest heads, cleanlab's multi-label ranking, and the missing and extra tags per clip")
     d.add_argument("--label-column", default=None, metavar="NAME",
                    help="for a Hugging Face dataset: the label column (default: its ClassLabel column)")
     d.add_argument("--embeddings", default=None, metavar="FILE",
@@ -194,7 +197,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
         data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
-        embeddings=args.embeddings, encoder=args.encoder,
+        embeddings=args.embeddings, multi_label=args.multi_label, encoder=args.encoder,
         features=args.features,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 ISSUE_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance", "underperforming_group")
+MULTILABEL_TYPES = ("outlier", "near_duplicate", "non_iid")  # what Datalab supports for task="multilabel"
 KNN_K = 10  # neighbours per clip: Datalab's own default
 KNN_BLOCK_BYTES = 64 * 2**20  # similarity block in memory at once: memory stays flat as N grows
 
@@ -62,8 +63,10 @@ def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray
 
     from cleanlab import Datalab
 
-    types = [t for t in ISSUE_TYPES if user_order or t != "non_iid"]
-    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    multi = labels.ndim == 2
+    types = [t for t in (MULTILABEL_TYPES if multi else ISSUE_TYPES) if user_order or t != "non_iid"]
+    given = [np.flatnonzero(row).tolist() for row in labels] if multi else labels
+    lab = Datalab(data={"label": given}, label_name="label", verbosity=0, task="multilabel" if multi else "classification")
     # Datalab prints notes (e.g. "no meaningful clusters" for small data) to stdout: keep the terminal clean.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

@@ -9,6 +9,11 @@ flips. `noise_kind`:
               (row c of the out-of-fold confusion matrix, without c): the harder, realistic case.
 The reference baseline is the recipe audit replaces: sklearn LogisticRegression(C=0.01) with 5-fold
 cross_val_predict on the same embeddings, cleanlab's find_label_issues ranked by self-confidence.
+
+Multi-label (`labels` (N, K) multi-hot): a fraction `noise` of the clips get one tag corrupted,
+half of them by dropping one of their tags (the commonest defect: a missing tag), half by swapping
+one for a tag they lack; the reference is one-vs-rest LogisticRegression(C=0.01) with cleanlab's
+multi-label ranking.
 """
 
 from __future__ import annotations
@@ -41,6 +46,20 @@ def flip_labels(labels: np.ndarray, n_classes: int, noise: float, kind: str, rng
     return noisy, flipped
 
 
+def corrupt_tags(labels: np.ndarray, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy multi-hot (N, K), corrupted (N,) bool): drop one given tag or swap one for an absent tag."""
+    n_corrupt = int(round(noise * len(labels)))
+    noisy = labels.copy()
+    for i in rng.choice(len(labels), size=n_corrupt, replace=False):
+        have, lack = np.flatnonzero(labels[i]), np.flatnonzero(labels[i] == 0)
+        drop = len(have) and (not len(lack) or rng.random() < 0.5)
+        if len(have):
+            noisy[i, rng.choice(have)] = 0  # a missing tag...
+        if not drop:
+            noisy[i, rng.choice(lack)] = 1  # ...or a wrong one in its place (just an extra one for a clip without tags)
+    return noisy, (noisy != labels).any(1)
+
+
 def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict:
     """Precision/recall/F1 of the flagged set, AP/AUROC of the quality score, precision at k = #flips."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -58,7 +77,9 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
 
 
 def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, accelerator):
-    fold_ids = heads.stratified_folds(noisy, folds, seed)
+    from audit.pipeline import fold_ids as make_folds
+
+    fold_ids = make_folds(noisy, folds, seed)
     probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, pca_dim=pca_dim, seed=seed,
                                     accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by)
@@ -73,6 +94,8 @@ def reference_method(emb, noisy, n_classes, *, seed, **_):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    if noisy.ndim == 2:
+        return _reference_multi_label(emb, noisy, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probs = cross_val_predict(LogisticRegression(C=0.01, max_iter=1000), emb, noisy,
@@ -80,6 +103,25 @@ def reference_method(emb, noisy, n_classes, *, seed, **_):
     flagged = np.zeros(len(noisy), dtype=bool)
     flagged[find_label_issues(noisy, probs, return_indices_ranked_by="self_confidence")] = True
     return flagged, get_label_quality_scores(noisy, probs, method="self_confidence"), probs
+
+
+def _reference_multi_label(emb, noisy, seed):
+    import warnings
+
+    from cleanlab.multilabel_classification.filter import find_label_issues
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.multiclass import OneVsRestClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probs = cross_val_predict(OneVsRestClassifier(LogisticRegression(C=0.01, max_iter=1000)), emb, noisy,
+                                  cv=KFold(5, shuffle=True, random_state=seed), method="predict_proba")
+    tags = [np.flatnonzero(r).tolist() for r in noisy]
+    flagged = np.zeros(len(noisy), dtype=bool)
+    flagged[find_label_issues(tags, probs, return_indices_ranked_by="self_confidence")] = True
+    return flagged, get_label_quality_scores(tags, probs), probs
 
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kind: str, repeats: int,
@@ -91,7 +133,9 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kin
     opts = dict(folds=folds, seed=seed, l2=l2, pca_dim=pca_dim, rank_by=rank_by, filter_by=filter_by,
                 accelerator=accelerator)
     confusion = None
-    if kind == "confusable":
+    if labels.ndim == 2:
+        kind = "tags"  # multi-label: one tag dropped or swapped per corrupted clip
+    elif kind == "confusable":
         _, _, clean_probs = audit_method(emb, labels, n_classes, **opts)
         confusion = np.stack([clean_probs[labels == c].mean(0) for c in range(n_classes)])  # (C, C)
     methods = {"audit": audit_method, **({"reference": reference_method} if baseline == "reference" else {})}
@@ -100,7 +144,8 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kin
         runs = {m: [] for m in methods}
         for r in range(repeats):
             rng = np.random.default_rng([seed, r, int(round(noise * 1e6))])
-            noisy, flipped = flip_labels(labels, n_classes, noise, kind, rng, confusion)
+            noisy, flipped = corrupt_tags(labels, noise, rng) if kind == "tags" else \
+                flip_labels(labels, n_classes, noise, kind, rng, confusion)
             for name, method in methods.items():
                 flagged, quality, _ = method(emb, noisy, n_classes, **{**opts, "seed": seed + r})
                 runs[name].append(score(flipped, flagged, quality))

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from audit.errors import UserError
+from audit.labels import Labels, check_counts
 from audit.options import DEFAULT_L2, MIN_FOLDS
 
 log = logging.getLogger(__name__)
@@ -44,22 +44,13 @@ LBFGS_ITERATIONS = 200  # the problem is convex and small: L-BFGS converges well
 # itself stable to ~1e-6 when the embeddings move by float rounding (threads, ranks).
 
 
-def check_class_counts(labels, n_folds: int, where: str = "") -> None:
-    """The rule of stratified folds: at least 2 classes, and every class with >= n_folds clips."""
-    assert n_folds >= MIN_FOLDS, n_folds
-    counts = pd.Series(np.asarray(labels)).value_counts()
-    where = f" {where}" if where else ""
-    if len(counts) < 2:
-        raise UserError(f"only one class ({counts.index[0]!r}){where}: finding label errors needs at least 2")
-    small = counts[counts < n_folds]
-    if len(small):
-        raise UserError(f"class {small.index[0]!r} has {small.iloc[0]} clip(s){where}, fewer than --folds "
-                        f"{n_folds}: add clips, drop the class, or lower --folds")
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int, check: bool = True) -> np.ndarray:
+    """Fold id (N,) per clip: each class's clips shuffled (seeded) and dealt round-robin to folds.
 
-
-def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold id (N,) per clip: each class's clips shuffled (seeded) and dealt round-robin to folds."""
-    check_class_counts(labels, n_folds)
+    `check`: apply the user-facing rule (labels.check_counts); off for strata that are not the classes.
+    """
+    if check:
+        check_counts(Labels([str(k) for k in range(int(labels.max()) + 1)], labels), n_folds)
     counts = np.bincount(labels)
     rng = np.random.default_rng(seed)
     folds = np.empty(len(labels), dtype=np.int64)
@@ -68,6 +59,31 @@ def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
         rows = rng.permutation(np.flatnonzero(labels == c))
         folds[rows] = (offset + np.arange(len(rows))) % n_folds
         offset += len(rows)
+    return folds
+
+
+def iterative_folds(target: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id (N,) for multi-hot `target` (N, K): iterative stratification (Sechidis et al., 2011).
+
+    Rarest tags first, each of their clips goes to the fold that still lacks that tag most (ties: the
+    fold with the most room, then a seeded draw), so every tag's count is near-equal across folds.
+    """
+    rng = np.random.default_rng(seed)
+    n, k = target.shape
+    counts = target.sum(0).astype(np.float64)  # (K,)
+    demand = np.tile(counts / n_folds, (n_folds, 1))  # (F, K) clips of each tag each fold still wants
+    room = np.full(n_folds, n / n_folds)  # (F,)
+    folds = np.full(n, -1, dtype=np.int64)
+    for tag in np.argsort(counts, kind="stable"):
+        for row in rng.permutation(np.flatnonzero((target[:, tag] > 0) & (folds < 0))):
+            best = np.lexsort((rng.random(n_folds), -room, -demand[:, tag]))[0]
+            folds[row] = best
+            demand[best] -= target[row]
+            room[best] -= 1
+    for row in rng.permutation(np.flatnonzero(folds < 0)):  # clips without tags: where there is room
+        best = np.lexsort((rng.random(n_folds), -room))[0]
+        folds[row] = best
+        room[best] -= 1
     return folds
 
 
@@ -83,7 +99,9 @@ class FoldHeads(L.LightningModule):
         super().__init__()
         n_folds, n_heads, _ = train_w.shape
         self.register_buffer("x", x)  # (G, N, D)
-        self.register_buffer("labels", torch.tensor(labels, dtype=torch.long))  # (N,)
+        self.multi_label = labels.ndim == 2
+        # (N,) class ids, or (N, K) multi-hot targets of the one-vs-rest sigmoid heads
+        self.register_buffer("labels", torch.tensor(labels, dtype=x.dtype if self.multi_label else torch.long))
         self.register_buffer("train_w", train_w)  # (F, M, N) averaging weights over each head's training rows
         self.register_buffer("mean", mean)  # (F, D)
         self.register_buffer("std", std)  # (F, D)
@@ -109,9 +127,7 @@ class FoldHeads(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         z = self.logits()  # (F, M, N, K)
-        n_folds, n_heads, n, k = z.shape
-        ce = F.cross_entropy(z.reshape(-1, k), self.labels.repeat(n_folds * n_heads), reduction="none")
-        ce = ce.view(n_folds, n_heads, n)  # (F, M, N)
+        ce = clip_loss(z, self.labels)  # (F, M, N)
         loss = (ce * self.train_w).sum(-1) + self.l2 * self.weight.square().sum((-2, -1))  # (F, M)
         return loss.sum()
 
@@ -124,13 +140,25 @@ class FoldHeads(L.LightningModule):
 
     @torch.no_grad()
     def probs(self) -> torch.Tensor:
-        return self.logits().softmax(-1)  # (F, M, N, K)
+        z = self.logits()  # (F, M, N, K)
+        return z.sigmoid() if self.multi_label else z.softmax(-1)
+
+
+def clip_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-clip loss (F, M, N) of logits z (F, M, N, K): cross-entropy for class ids (N,), summed
+    binary cross-entropy over the K one-vs-rest heads for multi-hot targets (N, K)."""
+    if labels.ndim == 2:
+        return F.binary_cross_entropy_with_logits(z, labels.expand_as(z), reduction="none").sum(-1)
+    n_folds, n_heads, n, k = z.shape
+    ce = F.cross_entropy(z.reshape(-1, k), labels.repeat(n_folds * n_heads), reduction="none")
+    return ce.view(n_folds, n_heads, n)
 
 
 def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int, *,
                       l2: float | str = DEFAULT_L2, pca_dim: int | None = None, accelerator: str = "cpu",
                       seed: int = 0) -> np.ndarray:
-    """Out-of-fold softmax probabilities (N, K), float64, each row summing to 1.
+    """Out-of-fold probabilities (N, K), float64: softmax rows summing to 1 for class ids `labels` (N,),
+    one sigmoid per tag for multi-hot `labels` (N, K).
 
     `l2` a number, or "auto": chosen per outer fold by inner cross-validation (see the module doc).
     """
@@ -138,11 +166,12 @@ def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_cl
     fold_x, mean, std = fold_inputs(x, folds, pca_dim, seed)
     n_folds = len(mean)
     outer = torch.as_tensor(folds)[None, :] != torch.arange(n_folds)[:, None]  # (F, N) training rows
-    chosen = choose_l2(fold_x, labels, folds, mean, std, n_classes, seed, accelerator) if l2 == "auto" else \
+    strata = Labels([], labels).strata() if labels.ndim == 2 else None
+    chosen = choose_l2(fold_x, labels, folds, mean, std, n_classes, seed, accelerator, strata) if l2 == "auto" else \
         torch.full((n_folds, 1), float(l2), dtype=torch.float64)  # (F, 1)
     p = fit_heads(fold_x, labels, outer[:, None, :], mean, std, n_classes, chosen, accelerator)[:, 0]  # (F, N, K)
     p = p[torch.as_tensor(folds), torch.arange(p.shape[1])].double().numpy()  # (N, K): each row from its own fold
-    return p / p.sum(1, keepdims=True)
+    return p if labels.ndim == 2 else p / p.sum(1, keepdims=True)
 
 
 def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str) -> torch.Tensor:
@@ -203,13 +232,14 @@ def inner_folds(labels: np.ndarray, folds: np.ndarray, seed: int) -> np.ndarray:
         counts = np.bincount(labels[rows])
         n_inner = min(INNER_FOLDS, int(counts[counts > 0].min()))
         if n_inner >= MIN_FOLDS:
-            inner[f, rows] = stratified_folds(_dense(labels[rows]), n_inner, seed + 1 + f)
+            inner[f, rows] = stratified_folds(_dense(labels[rows]), n_inner, seed + 1 + f, check=False)
     return inner
 
 
-def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accelerator: str) -> torch.Tensor:
+def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accelerator: str,
+              strata: np.ndarray | None = None) -> torch.Tensor:
     """Per outer fold, the L2_GRID value with the lowest inner held-out log-loss: (F, 1)."""
-    inner = torch.as_tensor(inner_folds(labels, folds, seed))  # (F, N)
+    inner = torch.as_tensor(inner_folds(labels if strata is None else strata, folds, seed))  # (F, N)
     n_folds, grid = len(mean), torch.tensor(L2_GRID, dtype=torch.float64)
     n_inner = int(inner.max()) + 1
     if n_inner < MIN_FOLDS or (inner < 0).all(1).any():  # classes too small for inner folds: the default
@@ -221,7 +251,12 @@ def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accel
     l2 = grid.repeat(n_inner)[None, :].expand(n_folds, -1)  # (F, I*G)
     p = fit_heads(fold_x, labels, train, mean, std, n_classes, l2, accelerator)  # (F, I*G, N, K)
     held = (inner[:, None, :] == ids[None, :, None]).repeat_interleave(len(grid), dim=1)  # (F, I*G, N)
-    nll = -p[..., torch.arange(len(labels)), torch.as_tensor(labels)].clamp_min(1e-12).log()  # (F, I*G, N)
+    y = torch.as_tensor(labels)
+    if y.ndim == 2:  # summed binary log-loss of the one-vs-rest heads
+        p = p.clamp(1e-12, 1 - 1e-12)
+        nll = -(y * p.log() + (1 - y) * (1 - p).log()).sum(-1)  # (F, I*G, N)
+    else:
+        nll = -p[..., torch.arange(len(labels)), y].clamp_min(1e-12).log()  # (F, I*G, N)
     loss = (nll * held).sum(-1).view(n_folds, n_inner, len(grid)).sum(1)  # (F, G)
     return grid[loss.argmin(1)][:, None]  # (F, 1)
 

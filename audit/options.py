@@ -44,6 +44,7 @@ class RunOptions:
     label_pattern: str | None = None  # None: manifest.DEFAULT_LABEL_PATTERN
     label_column: str | None = None  # Hugging Face datasets: None finds the ClassLabel column
     embeddings: str | None = None  # precomputed embeddings (precomputed.py): no encoder runs
+    multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
     encoder: str = DEFAULT_ENCODER
     features: str = DEFAULT_FEATURES
     accelerator: str = "auto"

@@ -105,6 +105,8 @@ def prepare_out(out: Path) -> None:
 
 def issue_table(result) -> pd.DataFrame:
     """Every clip, most likely error first: path, given/suggested label, quality, flag, extras."""
+    if result.data.multi_label:
+        return _tag_table(result)
     data, issues = result.data, result.issues
     order = issues.order  # (N,)
     classes = np.asarray(data.classes, dtype=object)
@@ -147,6 +149,32 @@ def audio_issue_table(result) -> pd.DataFrame:
                          "threshold": table["threshold"], "row": table["row"]})
 
 
+def _tag_table(result) -> pd.DataFrame:
+    """Multi-label: given, suggested, missing and extra tags (';'-joined) instead of one label each."""
+    from audit.labels import as_text
+
+    data, issues = result.data, result.issues
+    order, classes = issues.order, data.classes
+    table = pd.DataFrame({
+        "rank": np.arange(len(order)) + 1,
+        "path": data.clips["path"].to_numpy()[order],
+        "given_tags": as_text(data.labels[order], classes),
+        "suggested_tags": as_text(issues.suggested[order], classes),
+        "missing_tags": as_text(issues.missing[order], classes),
+        "extra_tags": as_text(issues.extra[order], classes),
+        "label_quality": issues.quality[order],
+        "is_label_issue": issues.flagged[order],
+        "row": order,
+    })
+    extras = data.clips.drop(columns=["path", "label"]).iloc[order].reset_index(drop=True)
+    return pd.concat([table, extras], axis=1)
+
+
+def label_columns(scores: pd.DataFrame) -> tuple[str, str]:
+    """The (given, suggested) column names of a scores table: labels, or tag sets for multi-label."""
+    return ("given_tags", "suggested_tags") if "given_tags" in scores else ("given_label", "suggested_label")
+
+
 def write_outputs(out: Path, files: RunFiles) -> None:
     scores = files.scores
     write_csv(scores[scores["is_label_issue"]], out / "issues.csv")
@@ -166,9 +194,11 @@ def write_outputs(out: Path, files: RunFiles) -> None:
 
 def data_issue_tables(result) -> dict[str, pd.DataFrame]:
     """outliers.csv, duplicates.csv, class_imbalance.csv and data_issues.csv from Datalab's findings."""
+    from audit.labels import as_text
+
     data, issues = result.data, result.data_issues
     per_clip = issues.per_clip
-    base = pd.DataFrame({"path": data.clips["path"], "given_label": np.asarray(data.classes, dtype=object)[data.labels],
+    base = pd.DataFrame({"path": data.clips["path"], "given_label": as_text(data.labels, data.classes),
                          "row": np.arange(len(data.clips))})  # row: as in scores.csv and map.csv
     tables = {"data_issues.csv": issues.summary}
     if "outlier_score" in per_clip:
@@ -183,11 +213,15 @@ def data_issue_tables(result) -> dict[str, pd.DataFrame]:
         dup["near_duplicate_score"] = per_clip["near_duplicate_score"].to_numpy()[groups["row"]]
     tables["duplicates.csv"] = dup
     n_classes = len(data.classes)
-    counts = np.bincount(data.labels, minlength=n_classes)
     flagged = result.issues.flagged
+    if data.multi_label:  # per tag: clips carrying it, and flagged clips carrying it
+        counts, n_issues = data.labels.sum(0), data.labels[flagged].sum(0)
+    else:
+        counts = np.bincount(data.labels, minlength=n_classes)
+        n_issues = np.bincount(data.labels[flagged], minlength=n_classes)
     tables["class_imbalance.csv"] = pd.DataFrame({
-        "label": data.classes, "n_clips": counts, "share": counts / counts.sum(),
-        "n_label_issues": np.bincount(data.labels[flagged], minlength=n_classes),
+        "label": data.classes, "n_clips": counts, "share": counts / max(1, len(data.labels)),
+        "n_label_issues": n_issues,
     }).assign(issue_rate=lambda d: d["n_label_issues"] / d["n_clips"].clip(lower=1))
     return tables
 
@@ -198,8 +232,10 @@ def write_relabelled_manifest(result, path: Path) -> int:
     Run again on its own output, it keeps the first round's `original_label`, so the review loop
     (audit, relabel, audit the relabelled manifest, ...) can go on for as many rounds as needed.
     """
+    from audit.labels import as_text
+
     data, issues = result.data, result.issues
-    suggested = np.asarray(data.classes, dtype=object)[issues.suggested]
+    suggested = as_text(issues.suggested, data.classes)  # (N,) label, or ';'-joined tag set
     table = data.clips.copy()
     current = table["label"].to_numpy()
     if "original_label" not in table:
@@ -226,7 +262,11 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
         "n_clips": int(len(data.clips)),
         "n_skipped": int(len(data.skipped)),
         "n_classes": len(data.classes),
-        "cv_accuracy": float((result.pred_probs.argmax(1) == data.labels).mean()),
+        "multi_label": data.multi_label,
+        # single-label: share of clips whose arg-max is the given class; multi-label: of tags, given or not,
+        # that the 0.5 threshold gets right
+        "cv_accuracy": float(((result.pred_probs >= 0.5) == data.labels.astype(bool)).mean() if data.multi_label
+                             else (result.pred_probs.argmax(1) == data.labels).mean()),
         "n_label_issues": int(result.issues.flagged.sum()),
         "data_issues": {
             "n_outliers": counts.get("outlier", 0),
@@ -277,9 +317,10 @@ def print_summary(summary: dict, table: pd.DataFrame, out: Path, top: int = 10, 
     if len(flagged):
         p(f"top {len(flagged)}:")
         width = min(60, max(len(str(x)) for x in flagged["path"]))
+        given, suggested = label_columns(flagged)
         for row in flagged.itertuples():
-            p(f"  {row.rank:>4}  {str(row.path)[-width:]:<{width}}  given {row.given_label!s:<8} "
-              f"suggested {row.suggested_label!s:<8} quality {row.label_quality:.3f}")
+            p(f"  {row.rank:>4}  {str(row.path)[-width:]:<{width}}  given {getattr(row, given)!s:<8} "
+              f"suggested {getattr(row, suggested)!s:<8} quality {row.label_quality:.3f}")
     di = summary.get("data_issues", {})
     if di:
         p(f"also: {di['n_outliers']} outliers, {di['n_duplicate_groups']} duplicate groups "

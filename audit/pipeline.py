@@ -6,7 +6,6 @@ and outputs.py do); it returns an `AuditResult` holding every table and array th
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -18,11 +17,6 @@ from audit.errors import UserError
 from audit.options import RunOptions
 
 
-def natural_key(label: str):
-    """'2' < '10', 'a2' < 'a10': labels sort the way people count."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)]
-
-
 @dataclass(frozen=True)
 class EmbeddedClips:
     """The first two stages: the usable clips, their labels and embeddings."""
@@ -32,12 +26,16 @@ class EmbeddedClips:
     sha1: list  # (N,) SHA-1 of each file's bytes
     health: list  # (N,) health.ClipHealth of each clip (None where the cache holds none)
     classes: list  # (K,) class names; class id = position
-    labels: np.ndarray  # (N,) given class ids
+    labels: np.ndarray  # (N,) given class ids, or (N, K) multi-hot tag sets (--multi-label)
     emb: np.ndarray  # (N, D)
     skipped: pd.DataFrame  # path, reason
     seconds: dict
     facts: dict
     user_order: bool  # rows keep an order the user gave (a table manifest), so order-based checks mean something
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     Under DDP every rank embeds its share; only rank 0 gets the result, the others None.
     """
     from audit.embed import embed
-    from audit.heads import check_class_counts
+    from audit import labels as lab
     from audit.manifest import DEFAULT_LABEL_PATTERN, load_manifest
     from audit.outputs import peak_rss_mb
 
@@ -65,8 +63,8 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     seconds = {}
     t = time.perf_counter()
     manifest = load_manifest(opts.data, opts.label_pattern or DEFAULT_LABEL_PATTERN, need_files=not opts.embeddings,
-                             label_column=opts.label_column, cache_dir=opts.cache_dir)
-    check_class_counts(manifest.clips["label"], opts.folds, "in the manifest")
+                             label_column=opts.label_column, cache_dir=opts.cache_dir, multi_label=opts.multi_label)
+    lab.check_counts(lab.encode(manifest.clips["label"], opts.multi_label), opts.folds, "in the manifest")
     seconds["manifest"] = time.perf_counter() - t
 
     if opts.embeddings:
@@ -86,9 +84,8 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     clips = manifest.clips[ok].reset_index(drop=True)
     if clips.empty:
         raise UserError(f"no clip could be decoded (first reason: {failed['reason'].iloc[0]})")
-    check_class_counts(clips["label"], opts.folds, "among the clips that could be decoded")
-    classes = sorted(clips["label"].unique(), key=natural_key)
-    labels = clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)  # (N,)
+    labels = lab.encode(clips["label"], opts.multi_label)  # target (N,) class ids or (N, K) multi-hot
+    lab.check_counts(labels, opts.folds, "among the clips that could be decoded")
     facts = dict(accelerator=opts.accelerator, embedding_dim=int(embedded.emb.shape[1]),
                  peak_rss_mb_after_embeddings=peak_rss_mb(),
                  n_embedded_now=embedded.n_computed, n_from_cache=int(len(manifest.files) - embedded.n_computed),
@@ -100,7 +97,7 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     meta = [embedded.meta[i] for i in keep]
     return EmbeddedClips(clips=clips, files=[manifest.files[i] for i in keep], sha1=[m.get("sha1", "") for m in meta],
                          health=[health.from_meta(m) for m in meta],
-                         classes=classes, labels=labels, emb=embedded.emb[ok], skipped=skipped, seconds=seconds,
+                         classes=labels.classes, labels=labels.target, emb=embedded.emb[ok], skipped=skipped, seconds=seconds,
                          facts=facts, user_order=manifest.source == "table")
 
 
@@ -115,7 +112,7 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
         return None
     seconds = {}
     t = time.perf_counter()
-    folds = heads.stratified_folds(data.labels, opts.folds, opts.seed)  # (N,)
+    folds = fold_ids(data.labels, opts.folds, opts.seed)  # (N,)
     pred_probs = heads.out_of_fold_probs(data.emb, data.labels, folds, len(data.classes), seed=opts.seed,
                                          l2=opts.l2, pca_dim=opts.pca_dim, accelerator=opts.accelerator)  # (N, K)
     seconds["heads"] = time.perf_counter() - t
@@ -129,6 +126,15 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     audio_issues = health.issue_table({i: h for i, h in enumerate(data.health) if h is not None})
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
                        map_2d=pca_2d(data.emb), audio_issues=audio_issues, seconds=seconds)
+
+
+def fold_ids(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """(N,) fold per clip, stratified by class, or iteratively by every tag for tag sets (heads.py)."""
+    from audit import heads
+
+    if labels.ndim == 1:
+        return heads.stratified_folds(labels, n_folds, seed)
+    return heads.iterative_folds(labels, n_folds, seed)
 
 
 def pca_2d(emb: np.ndarray) -> np.ndarray:

@@ -34,27 +34,36 @@ def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
     """Writes the page for `run` (outputs.RunFiles, read back or in memory) to `path`."""
     import jinja2
 
+    from audit.outputs import label_columns
+
     s, classes, probs, scores = run.summary, run.classes, run.pred_probs, run.scores  # probs (N, K)
     files = run.clip_map["file"].tolist()
-    class_id = {c: i for i, c in enumerate(classes)}
-    labels = np.empty(len(scores), dtype=np.int64)  # (N,) given ids in row order
-    labels[scores["row"].to_numpy()] = scores["given_label"].map(class_id).to_numpy()
-    flagged = scores[scores["is_label_issue"]]
+    given_col, suggested_col = label_columns(scores)
+    multi = given_col == "given_tags"
+    # the review controls pick among names: classes, or for tag sets every given and suggested set
+    names = sorted(set(scores[given_col]) | set(scores[suggested_col])) if multi else list(classes)
+    name_id = {c: i for i, c in enumerate(names)}
+    labels = np.empty(len(scores), dtype=np.int64)  # (N,) given name ids in row order
+    labels[scores["row"].to_numpy()] = scores[given_col].map(name_id).to_numpy()
+    suggested = np.empty(len(scores), dtype=np.int64)  # (N,) suggested name ids in row order
+    suggested[scores["row"].to_numpy()] = scores[suggested_col].map(name_id).to_numpy()
+    flagged = scores[scores["is_label_issue"]].rename(columns={given_col: "given_label", suggested_col: "suggested_label"})
 
     issues = [_issue(r, files[r.row], probs[r.row], classes) for r in flagged.head(top).itertuples()]
     outliers = run.outliers
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
     html = env.get_template("template.html").render(
         s=s, di=s.get("data_issues", {}), data_name=s["options"]["data"], classes=classes, issues=issues,
-        matrix=_matrix(labels, probs, classes), rates=_rates(run.class_imbalance),
+        matrix=None if multi else _matrix(labels, probs, classes), rates=_rates(run.class_imbalance),
         max_rate=max(run.class_imbalance["issue_rate"].tolist() + [1e-9]),
-        points=_points(run.clip_map, scores, outliers, {i["row"] for i in issues}), map_note=_map_note(len(run.clip_map)),
+        points=_points(run.clip_map, scores.rename(columns={given_col: "given_label", suggested_col: "suggested_label"}),
+                       outliers, {i["row"] for i in issues}), map_note=_map_note(len(run.clip_map)),
         outliers=[{"path": o.path, "label": o.given_label, "score": float(o.outlier_score),
                    "href": _href(files[int(o.row)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
         outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
         dup_groups=_dup_groups(run.duplicates, files),
         skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"), health=_health(run.audio_issues, files),
-        review=_review(run, labels, [i["row"] for i in issues], path),
+        review=_review(run, names, labels, suggested, [i["row"] for i in issues], path, multi),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -63,21 +72,22 @@ def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
     return path
 
 
-def _review(run, labels: np.ndarray, card_rows: list, path: Path) -> dict:
+def _review(run, names: list, labels: np.ndarray, suggested: np.ndarray, card_rows: list, path: Path,
+            multi: bool) -> dict:
     """What the review controls in report.js need: every clip in row order, each card's likeliest classes.
 
     Paths are absolute (map.csv's `file`), as in --relabel-out's manifest: the exported CSV lands in a
     downloads folder, where a path relative to the user's manifest would point nowhere. The key that
     stores decisions in the browser is unique to the run: output folder name + finished_at.
     """
-    s, classes = run.summary, list(run.classes)
-    class_id = {c: i for i, c in enumerate(classes)}
-    suggested = np.empty(len(labels), dtype=np.int64)  # (N,) suggested ids in row order
-    suggested[run.scores["row"].to_numpy()] = run.scores["suggested_label"].map(class_id).to_numpy()
+    s = run.summary
     name = Path(s["options"].get("out") or Path(path).resolve().parent).name or "audit"
-    return {"key": f"audit-review:{name}:{s['finished_at']}", "name": name, "classes": classes,
+    # tag sets: a card offers its suggested set, then its given one; classes: the 9 likeliest
+    ranked = {str(r): [int(suggested[r]), int(labels[r])] if multi else
+              np.argsort(-run.pred_probs[r], kind="stable")[:9].tolist() for r in card_rows}
+    return {"key": f"audit-review:{name}:{s['finished_at']}", "name": name, "classes": names,
             "path": run.clip_map["file"].tolist(), "given": labels.tolist(), "suggested": suggested.tolist(),
-            "ranked": {str(r): np.argsort(-run.pred_probs[r], kind="stable")[:9].tolist() for r in card_rows}}
+            "ranked": ranked}
 
 
 def _issue(r, file: str, p: np.ndarray, classes: list) -> dict:

@@ -1,0 +1,159 @@
+"""Scaling of the whole `--embeddings` run, 10k to 1M clips: wall seconds, peak RSS, seconds per stage, F1.
+
+Notation: N clips, D embedding dim (512, as x-vectors), K classes (50). For each size a seeded set of
+well-separated synthetic classes is written (emb.npy (N, D) float32, manifest.csv with fake paths:
+`--embeddings` never reads audio), 2% of the labels are flipped to another class, and the real CLI runs
+as a subprocess:
+
+    python -m audit --data manifest.csv --embeddings emb.npy --out OUT --accelerator cpu --no-progress
+
+Peak RSS is the child's own (getrusage of the waited child); a watchdog polls its RSS and, past
+--rss-cap-mb, sends SIGABRT: `python -X faulthandler` then prints the Python stack, which names the
+stage that broke (kept in OUT.stderr). F1 compares issues.csv's rows with the flipped rows.
+
+    .venv/bin/python bench/bench_million.py --sizes 10000 100000           # ~5 min on 2 cores
+    .venv/bin/python bench/bench_million.py --sizes 1000000 --rss-cap-mb 12000
+
+Writes bench/out/million/<N>/ (data, OUT, stderr) and prints a markdown table (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 512  # x-vector width, the default encoder's
+CLASSES = 50
+FLIP_RATE = 0.02
+CLASS_SPREAD = 0.35  # noise per dimension / centre spread per dimension: classes far apart (CV accuracy ~1)
+LATENT = 16  # each class varies mostly along its own few directions, as real embeddings do
+CHUNK = 65_536  # rows generated at once: the generator's memory stays flat as N grows
+STAGES = ("manifest", "embeddings", "heads", "ranking", "data_issues")  # summary.json "seconds"
+# the rest of the wall time: interpreter start, imports, the 2-D map, writing outputs and report.html
+
+
+def make_set(n: int, folder: Path, seed: int = 0) -> tuple[Path, Path, np.ndarray]:
+    """emb.npy (N, D) float32, manifest.csv (path,label) with 2% flipped labels; returns them and the flipped rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLASSES, DIM)).astype(np.float32)  # (K, D)
+    bases = rng.standard_normal((CLASSES, LATENT, DIM)).astype(np.float32) / np.sqrt(LATENT)  # (K, L, D)
+    truth = rng.permutation(np.arange(n) % CLASSES)  # (N,) balanced classes
+    flipped = np.sort(rng.choice(n, size=int(round(FLIP_RATE * n)), replace=False))
+    given = truth.copy()
+    given[flipped] = (truth[flipped] + rng.integers(1, CLASSES, len(flipped))) % CLASSES  # always another class
+    emb_path = folder / "emb.npy"
+    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float32, shape=(n, DIM))
+    for start in range(0, n, CHUNK):
+        y = truth[start:start + CHUNK]  # (b,)
+        z = rng.standard_normal((len(y), LATENT)).astype(np.float32)  # (b, L)
+        x = centres[y] + CLASS_SPREAD * rng.standard_normal((len(y), DIM)).astype(np.float32)  # (b, D)
+        for c in np.unique(y):
+            rows = y == c
+            x[rows] += 2 * CLASS_SPREAD * (z[rows] @ bases[c])  # (b_c, D)
+        emb[start:start + len(y)] = x
+    emb.flush()
+    del emb
+    manifest = folder / "manifest.csv"
+    with open(manifest, "w") as f:
+        f.write("path,label\n")
+        f.writelines(f"clips/{i:07d}.wav,c{g:02d}\n" for i, g in enumerate(given))
+    return emb_path, manifest, flipped
+
+
+def run_cli(emb: Path, manifest: Path, out: Path, rss_cap_mb: float, extra: list[str]) -> dict:
+    """Runs the CLI once; wall seconds, peak RSS (MB), return code, and where it was stopped if capped."""
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "audit", "--data", str(manifest), "--embeddings", str(emb),
+           "--out", str(out), "--accelerator", "cpu", "--no-progress", *extra]
+    stderr = open(f"{out}.stderr", "w")
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=stderr, stderr=subprocess.STDOUT)
+    capped, trace = [], []  # (seconds, RSS MB) every 2 s
+
+    def watch():
+        while child.poll() is None:
+            try:
+                rss = int(Path(f"/proc/{child.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            except (OSError, IndexError):
+                break
+            trace.append((round(time.perf_counter() - start, 1), round(rss)))
+            if rss > rss_cap_mb and not capped:
+                capped.append(time.perf_counter() - start)
+                child.send_signal(signal.SIGABRT)  # faulthandler prints the stack: the stage that broke
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    watcher.join()
+    stderr.close()
+    return dict(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, rc=child.returncode,
+                capped_at_s=capped[0] if capped else None, rss_trace=trace[::4])
+
+
+def f1(out: Path, flipped: np.ndarray) -> dict:
+    import pandas as pd
+
+    flagged = set(pd.read_csv(out / "issues.csv", usecols=["row"])["row"].tolist())
+    truth = set(flipped.tolist())
+    hit = len(flagged & truth)
+    precision, recall = hit / max(1, len(flagged)), hit / max(1, len(truth))
+    return dict(precision=precision, recall=recall, f1=2 * precision * recall / max(1e-12, precision + recall))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "million")
+    parser.add_argument("--rss-cap-mb", type=float, default=12_000,
+                        help="stop the run (SIGABRT, stack printed) past this RSS: keeps a shared machine alive")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("extra", nargs="*", help="more CLI options after --, e.g. -- --pca-dim 0")
+    args = parser.parse_args()
+    rows = []
+    for n in args.sizes:
+        folder = args.work / str(n)
+        t = time.perf_counter()
+        emb, manifest, flipped = make_set(n, folder, args.seed)
+        made = time.perf_counter() - t
+        out = folder / "OUT"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        run = run_cli(emb, manifest, out, args.rss_cap_mb, args.extra)
+        summary_file = out / "summary.json"
+        summary = json.loads(summary_file.read_text()) if run["rc"] == 0 and summary_file.exists() else {}
+        seconds = summary.get("seconds", {})
+        row = dict(n=n, generate_s=made, **run, seconds=seconds,
+                   **(f1(out, flipped) if run["rc"] == 0 else {}))
+        rows.append(row)
+        (folder / "result.json").write_text(json.dumps(row, indent=1))
+        print(json.dumps({k: v for k, v in row.items() if k != "rss_trace"}), flush=True)
+    print()
+    print("| clips | wall s | peak RSS MB | " + " | ".join(f"{s} s/1k" for s in (*STAGES, "rest")) + " | F1 |")
+    print("|---:|---:|---:|" + "---:|" * (len(STAGES) + 1) + "---:|")
+    for r in rows:
+        sec = dict(r["seconds"])
+        if sec:
+            sec["rest"] = r["wall_s"] - sum(sec[s] for s in STAGES)
+        per_k = [f"{sec[s] / (r['n'] / 1000):.3f}" if s in sec else "-" for s in (*STAGES, "rest")]
+        status = f"{r['f1']:.3f}" if "f1" in r else f"failed (rc {r['rc']}" + (
+            f", RSS cap at {r['capped_at_s']:.0f} s)" if r["capped_at_s"] else ")")
+        print(f"| {r['n']:,} | {r['wall_s']:.0f} | {r['peak_rss_mb']:,.0f} | " + " | ".join(per_k) + f" | {status} |")
+
+
+if __name__ == "__main__":
+    main()

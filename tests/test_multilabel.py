@@ -1,0 +1,92 @@
+"""Multi-label tags end to end: label cells, one-vs-rest heads, cleanlab's multi-label ranking, outputs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import audit
+from audit import labels as lab
+from audit.errors import UserError
+from audit.evaluate import corrupt_tags
+from audit.heads import out_of_fold_probs
+from audit.label_issues import find_label_issues
+from audit.pipeline import fold_ids
+
+
+def test_cells_become_sorted_tag_sets_and_a_separator_without_the_flag_is_one_line():
+    got = lab.encode(pd.Series(["dog;bark", "", "speech ; dog", "bark"]), multi_label=True)
+    assert got.classes == ["bark", "dog", "speech"]
+    assert got.target.tolist() == [[1, 1, 0], [0, 0, 0], [0, 1, 1], [1, 0, 0]]
+    assert lab.as_text(got.target, got.classes).tolist() == ["bark;dog", "", "dog;speech", "bark"]
+    with pytest.raises(UserError, match="add --multi-label"):
+        lab.encode(pd.Series(["dog;bark", "cat"]), multi_label=False)
+
+
+def test_folds_keep_each_tags_frequency_balanced():
+    rng = np.random.default_rng(0)
+    target = (rng.random((600, 8)) < np.linspace(0.05, 0.5, 8)).astype(np.int8)
+    folds = fold_ids(target, 5, seed=0)
+    for k in range(8):
+        per_fold = np.bincount(folds[target[:, k] == 1], minlength=5)
+        assert per_fold.max() - per_fold.min() <= max(3, 0.25 * per_fold.mean()), (k, per_fold)
+
+
+def synthetic(n=400, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    target = (rng.random((n, k)) < 0.3).astype(np.int8)
+    centres = rng.normal(0, 1, (k, 32))
+    x = target @ centres * 3 + rng.normal(0, 1, (n, 32))  # each tag adds its own direction
+    return x.astype(np.float32), target
+
+
+def test_one_vs_rest_heads_are_out_of_fold_sigmoids():
+    x, target = synthetic()
+    folds = fold_ids(target, 5, seed=0)
+    p = out_of_fold_probs(x, target, folds, 6)
+    assert p.shape == (400, 6) and ((p > 0) & (p < 1)).all()
+    assert ((p >= 0.5) == target.astype(bool)).mean() > 0.95
+    other = target.copy()
+    other[11] = 1 - other[11]
+    assert np.allclose(p[11], out_of_fold_probs(x, other, folds, 6)[11], atol=1e-5)
+
+
+def test_corrupted_tags_rank_first_and_name_the_missing_or_extra_tag():
+    x, target = synthetic(n=600, seed=1)
+    noisy, corrupted = corrupt_tags(target, 0.05, np.random.default_rng(0))
+    assert corrupted.sum() == 30
+    p = out_of_fold_probs(x, noisy, fold_ids(noisy, 5, seed=0), 6)
+    issues = find_label_issues(noisy, p)
+    assert corrupted[issues.order[:30]].mean() > 0.8
+    # where a tag was dropped and the clip is flagged, the dropped tag is named missing
+    dropped = [(i, np.flatnonzero((target[i] == 1) & (noisy[i] == 0))) for i in np.flatnonzero(corrupted)]
+    named = [issues.missing[i, t].all() for i, t in dropped if len(t) and issues.flagged[i]]
+    assert np.mean(named) > 0.8
+
+
+def test_a_multi_label_run_writes_tag_columns_and_relabels_tag_sets(tmp_path, fsdd_dir, ecapa, cache_dir):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):  # 2 digits of one speaker per clip; tags = the digits
+        speaker = ["theo", "george", "jackson"][i % 3]
+        digits = sorted(rng.choice(4, 2, replace=False).tolist())
+        wav = np.concatenate([sf.read(fsdd_dir / f"{d}_{speaker}_{(i // 3) % 20}.wav", dtype="float32")[0]
+                              for d in digits])
+        sf.write(tmp_path / f"{i}.wav", wav, 8000)
+        rows.append((f"{i}.wav", ";".join(map(str, digits))))
+    rows[0] = (rows[0][0], rows[0][1].split(";")[0])  # one tag dropped on purpose
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
+    result = audit.run(str(tmp_path / "m.csv"), out=str(tmp_path / "out"), multi_label=True, encoder=ecapa,
+                       features="frames", cache_dir=str(cache_dir), devices=1, progress=False)
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv", dtype=str, keep_default_na=False)
+    assert list(scores.columns[:6]) == ["rank", "path", "given_tags", "suggested_tags", "missing_tags", "extra_tags"]
+    assert result.summary["multi_label"] and result.pred_probs.shape == (60, 4)
+    assert (tmp_path / "out" / "report.html").is_file()
+    relabel = tmp_path / "r.csv"
+    from audit import outputs
+
+    outputs.write_relabelled_manifest(result.run, relabel)
+    r = pd.read_csv(relabel, dtype=str, keep_default_na=False)
+    flagged = result.issues
+    for row in flagged.itertuples():
+        assert r.loc[row.row, "label"] == row.suggested_tags
