@@ -87,12 +87,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the text before the first '_', as in 7_jackson_32.wav)")
     e = p.add_argument_group("embeddings")
     e.add_argument("--encoder", default=o.DEFAULT_ENCODER,
-                   help="a Hugging Face id or a local folder of a SpeechBrain speaker EncoderClassifier "
-                        "(default: %(default)s, 512-d x-vectors)")
+                   help="a Hugging Face id or a local folder: a SpeechBrain EncoderClassifier (x-vector, ECAPA), or a "
+                        "transformers audio model (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST; needs "
+                        "pip install -e '.[hf]') (default: %(default)s, 512-d x-vectors)")
     e.add_argument("--features", choices=o.FEATURES, default=o.DEFAULT_FEATURES,
                    help="which representation of the frozen encoder is pooled: its final (speaker) embedding, "
                         "'frames' = mean and std of the frame features that feed its statistics pooling (they "
                         "still carry what is said), or both (default: %(default)s)")
+    e.add_argument("--layer", default="last",
+                   help="a transformers encoder's hidden state to mean-pool over each clip's valid frames: last, "
+                        "mean (the average of every layer's), or an index (0 = the input embeddings) (default: "
+                        "%(default)s)")
     e.add_argument("--accelerator", choices=o.ACCELERATORS, default="auto",
                    help="as in Lightning; auto takes a GPU if there is one (default: %(default)s)")
     e.add_argument("--devices", type=devices_arg, default="auto",
@@ -198,7 +203,7 @@ def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
         data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
         embeddings=args.embeddings, multi_label=args.multi_label, encoder=args.encoder,
-        features=args.features,
+        features=args.features, layer=args.layer,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
         cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, pca_dim=args.pca_dim, seed=args.seed,

@@ -61,16 +61,23 @@ def make_plan(files: list[str], cached: CacheContents, batch_seconds: float, off
 class EncoderModule(L.LightningModule):
     """The frozen encoder, loaded only where a rank has batches to embed."""
 
-    def __init__(self, folder: Path, savedir: Path, features: str):
+    def __init__(self, folder: Path, savedir: Path, features: str, layer: str, source: str):
         super().__init__()
-        self.folder, self.savedir, self.features, self.encoder = folder, savedir, features, None
+        self.folder, self.savedir, self.features, self.layer, self.source = folder, savedir, features, layer, source
+        self.encoder = None
+        self.transformers = enc.is_transformers(folder)
 
     def configure_model(self):
         if self.encoder is None and self.trainer.datamodule.my_batches():
-            self.encoder = enc.load_encoder(self.folder, self.savedir)
+            if self.transformers:
+                from audit.hf_encoder import load_hf_encoder
+
+                self.encoder = load_hf_encoder(self.folder, layer=self.layer, source=self.source)
+            else:
+                self.encoder = enc.load_encoder(self.folder, self.savedir)
 
     def on_predict_start(self):
-        if self.encoder is not None:
+        if self.encoder is not None and not self.transformers:
             # encode_batch moves its inputs to the encoder's own `device`, which Lightning doesn't update.
             self.encoder.device = self.device
 
@@ -81,6 +88,8 @@ class EncoderModule(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch.index) == 0:
             return torch.empty(0, 0)
+        if self.transformers:
+            return self.encoder.encode(batch.wavs, batch.lens).float().cpu()  # (B, D)
         return enc.encode(self.encoder, batch.wavs, batch.lens, self.features).float().cpu()  # (B, D)
 
 
@@ -159,8 +168,15 @@ class ShardWriter(BasePredictionWriter):
 def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
     """The shard store for these options, and the encoder's local folder."""
     folder = enc.resolve_encoder(opts.encoder)
+    if enc.is_transformers(folder):
+        if opts.features != "embedding":
+            raise UserError(f"--features {opts.features}: for SpeechBrain encoders; a transformers model chooses "
+                            "its representation with --layer")
+        settings = dict(layer=str(opts.layer))
+    else:
+        settings = dict(features=opts.features)
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
-                                   precision=opts.precision, features=opts.features)), folder
+                                   precision=opts.precision, **settings)), folder
 
 
 def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> CachedEmbeddings:
@@ -187,7 +203,8 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
     data = PlannedBatches(files, store, opts.batch_seconds, opts.num_workers, pin_memory=opts.accelerator == "gpu",
                           plan=plan, offsets=offsets, durations=durations)
     if plan is None or plan.todo:
-        trainer.predict(EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts.features), datamodule=data,
+        module = EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts.features, opts.layer, opts.encoder)
+        trainer.predict(module, datamodule=data,
                         return_predictions=False)
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache
     plan = data.plan

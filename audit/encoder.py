@@ -35,6 +35,7 @@ from audit.errors import UserError
 from audit.options import DEFAULT_ENCODER, FEATURES
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+HUB_SKIP = ["*.h5", "*.msgpack", "*.onnx", "tf_*", "flax_*", "onnx/*"]
 PADDING_CHECK_TOLERANCE = 1e-3  # relative; measured 3e-6 when the fix holds, ~0.2 when it does not
 _SMALL_FILE_BYTES = 1 << 20  # hyperparams.yaml and friends are hashed by content, checkpoints by size+time
 
@@ -47,16 +48,24 @@ def resolve_encoder(source: str) -> Path:
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(source))
+            # weights for other frameworks are never read: skip their downloads
+            folder = Path(snapshot_download(source, ignore_patterns=HUB_SKIP))
         except Exception as e:
             reason = " ".join(str(e).split())[:300] or type(e).__name__
             raise UserError(f"--encoder {source}: could not load it ({reason}); check the id and network "
                             "access, or pass a local SpeechBrain folder") from None
     else:
         raise UserError(f"--encoder {source}: neither a local folder nor a Hugging Face id like {DEFAULT_ENCODER}")
-    if not (folder / "hyperparams.yaml").is_file():
-        raise UserError(f"--encoder {source}: the folder has no hyperparams.yaml (not a SpeechBrain model)")
+    if not (folder / "hyperparams.yaml").is_file() and not is_transformers(folder):
+        raise UserError(f"--encoder {source}: the folder has no hyperparams.yaml (not a SpeechBrain model) and no "
+                        "config.json of a supported transformers audio model")
     return folder
+
+
+def is_transformers(folder: Path) -> bool:
+    from audit import hf_encoder
+
+    return hf_encoder.is_transformers_folder(folder)
 
 
 def encoder_identity(folder: Path) -> str:

@@ -47,6 +47,7 @@ class RunOptions:
     multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
     encoder: str = DEFAULT_ENCODER
     features: str = DEFAULT_FEATURES
+    layer: str = "last"  # transformers encoders: last, mean (of all layers) or a hidden-state index
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
@@ -68,6 +69,8 @@ class RunOptions:
         _choice("accelerator", self.accelerator, ACCELERATORS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("features", self.features, FEATURES)
+        if not (self.layer in ("last", "mean") or str(self.layer).lstrip("-").isdigit()):
+            raise UserError(f"--layer {self.layer}: last, mean, or a hidden-state index (an integer)")
         _choice("rank-by", self.rank_by, RANK_BY)
         _choice("filter-by", self.filter_by, FILTER_BY)
         if self.devices != "auto" and not (isinstance(self.devices, int) and self.devices >= 1):

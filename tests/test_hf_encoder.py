@@ -196,3 +196,20 @@ def test_which_folders_are_transformers_models(tmp_path, folders):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(UserError, match="model_type 'bert'; transformers audio models audit takes: wav2vec2, hubert"):
         hf.load_hf_encoder(tmp_path)
+
+
+def test_the_cli_audits_with_a_transformers_encoder_and_keys_the_cache_by_layer(folders, subset_dir, tmp_path):
+    """End to end through the embedding stage (Lightning predict, cache, heads, ranking) with a tiny wav2vec2."""
+    import json
+
+    from audit.cli import main
+
+    common = ["--data", str(subset_dir), "--encoder", str(folders("wav2vec2")), "--cache-dir", str(tmp_path / "c"),
+              "--devices", "1", "--no-progress", "--top", "0"]
+    assert main(common + ["--out", str(tmp_path / "last")]) == 0
+    summary = json.loads((tmp_path / "last" / "summary.json").read_text())
+    assert summary["n_clips"] == 200 and summary["n_embedded_now"] == 200
+    assert main(common + ["--out", str(tmp_path / "mean"), "--layer", "mean"]) == 0
+    again = json.loads((tmp_path / "mean" / "summary.json").read_text())
+    assert again["n_embedded_now"] == 200  # another layer is another cache folder
+    assert main(common + ["--out", str(tmp_path / "bad"), "--features", "frames"]) == 2
