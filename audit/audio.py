@@ -1,8 +1,9 @@
 """Decode one clip into the encoder's input: mono float32 at 16 kHz.
 
 Notation: T samples. Decoding uses soundfile (libsndfile: wav/flac/ogg/mp3, 8/16/24/32-bit int and
-float), which can read just the head of a long file; resampling uses torchaudio's windowed-sinc
-resampler, the same one SpeechBrain's own audio loader applies.
+float), which can seek and read one window of a long file without loading the rest (windows.py
+decides the windows); resampling uses torchaudio's windowed-sinc resampler, the same one
+SpeechBrain's own audio loader applies.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torchaudio
 from audit import health
 
 SAMPLE_RATE = 16_000  # what every SpeechBrain VoxCeleb speaker encoder was trained on
-MAX_SECONDS = 60.0  # longer clips are cut to their first minute (memory stays bounded; see README)
 MIN_SECONDS = 0.1  # 10 fbank frames: shorter clips are too short for the encoders' dilated convs
 
 
@@ -39,7 +39,7 @@ def file_sha1(path: str) -> str:
 
 
 def probe(path: str, offset: float = 0.0, duration: float = float("nan")) -> tuple[float, int]:
-    """(duration in seconds after the MAX_SECONDS cap, native sample rate), reading the header only.
+    """(duration in seconds, native sample rate), reading the header only.
 
     `offset`, `duration` (seconds) select a segment of the file; NaN duration: to its end.
     """
@@ -52,26 +52,26 @@ def probe(path: str, offset: float = 0.0, duration: float = float("nan")) -> tup
     available = info.frames / info.samplerate - offset
     if available <= 0:
         raise ClipError(f"offset {offset:g} s is past the end of the file ({info.frames / info.samplerate:.2f} s)")
-    seconds = min(available, duration if duration == duration else available, MAX_SECONDS)
+    seconds = min(available, duration if duration == duration else available)
     if seconds < MIN_SECONDS:
         raise ClipError(f"too short ({seconds * 1000:.0f} ms < {MIN_SECONDS * 1000:.0f} ms)")
     return seconds, info.samplerate
 
 
 def load(path: str, offset: float = 0.0, duration: float = float("nan")) -> torch.Tensor:
-    """The clip (or its segment) as mono float32 at SAMPLE_RATE, at most MAX_SECONDS long.  # (T,)"""
+    """The clip (or `duration` seconds of it from `offset`; NaN: to the end) as mono float32 at SAMPLE_RATE.  # (T,)"""
     return decode(path, offset, duration)[0]
 
 
 def decode(path: str, offset: float = 0.0, duration: float = float("nan")) -> tuple[torch.Tensor, health.ClipHealth]:
     """(the clip as load() gives it (T,), its health measured on the native samples before mixing)."""
-    seconds = min(duration, MAX_SECONDS) if duration == duration else MAX_SECONDS
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
             if offset:
                 f.seek(min(int(round(offset * rate)), f.frames))
-            data = f.read(frames=int(seconds * rate), dtype="float32", always_2d=True)  # (T0, ch)
+            frames = int(round(duration * rate)) if duration == duration else -1  # -1: to the end
+            data = f.read(frames=frames, dtype="float32", always_2d=True)  # (T0, ch)
     except OSError:  # the disk, not the file: let the caller retry it another time
         raise
     except Exception as e:

@@ -32,6 +32,7 @@ class Batch:
     wavs: torch.Tensor  # (B, T) float32, zero after each clip's end
     lens: torch.Tensor  # (B,) clip length / T
     meta: dict  # {name: [str] (B,)}: each clip's file sha1 and health (audit/health.py)
+    windows: list  # (B,) window id of each row (windows.py); -1 where the clip is its own window
     failed: list  # [(row, reason)] clips of this batch that cannot be decoded
     retry: list  # [(row, reason)] clips that hit a transient error: not cached, retried next run
 
@@ -87,13 +88,14 @@ class FixedBatches(Sampler):
 
 @dataclass(frozen=True)
 class Decoded:
-    """One clip as a DataLoader worker leaves it."""
+    """One window of a clip (windows.py) as a DataLoader worker leaves it."""
 
-    row: int
+    row: int  # the clip
     wav: torch.Tensor | None  # (T,) mono 16 kHz, or None when it failed
     reason: str | None = None
     transient: bool = False  # the failure may not happen again (I/O, memory): do not cache it
-    meta: dict | None = None  # {name: text}: the file's sha1 and its health (audit/health.py)
+    meta: dict | None = None  # {name: text}: the file's sha1 and its health (first window only)
+    window: int = -1  # the window's id; -1: the clip is its own window (tests, callers without windows)
 
 
 def segment_arrays(n: int, offsets=None, durations=None) -> tuple[np.ndarray, np.ndarray]:
@@ -104,26 +106,41 @@ def segment_arrays(n: int, offsets=None, durations=None) -> tuple[np.ndarray, np
 
 
 class ClipDataset(Dataset):
-    """Row -> Decoded; hashing and decoding run in DataLoader workers, each file read once there."""
+    """Window id -> Decoded; hashing and decoding run in DataLoader workers.
 
-    def __init__(self, files: list[str], offsets=None, durations=None):
+    Without `windows` every clip is one window (id = row). A clip's first window also hashes its
+    file and measures its health; later windows of a long clip only decode their own stretch.
+    """
+
+    def __init__(self, files: list[str], offsets=None, durations=None, windows=None):
         self.files = files
         self.offsets, self.durations = segment_arrays(len(files), offsets, durations)
+        self.windows = windows
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files) if self.windows is None else len(self.windows.row)
 
-    def __getitem__(self, row: int) -> Decoded:
+    def __getitem__(self, item: int) -> Decoded:
+        row, start, seconds = item, 0.0, float("nan")
+        if self.windows is not None:
+            row, start, seconds = int(self.windows.row[item]), float(self.windows.start[item]), \
+                float(self.windows.seconds[item])
+        if seconds != seconds:  # the whole clip (or its manifest segment)
+            seconds = float(self.durations[row])
         path = self.files[row]
         try:
-            sha1 = audio.file_sha1(path)
-            wav, measured = audio.decode(path, float(self.offsets[row]), float(self.durations[row]))
-            return Decoded(row, wav, meta={"sha1": sha1, **health.to_meta(measured)})
+            meta = {}
+            if start == 0:
+                meta["sha1"] = audio.file_sha1(path)
+            wav, measured = audio.decode(path, float(self.offsets[row]) + start, seconds)
+            if start == 0:
+                meta.update(health.to_meta(measured))
+            return Decoded(row, wav, meta=meta, window=item)
         except audio.ClipError as e:
-            return Decoded(row, None, str(e))
+            return Decoded(row, None, str(e), window=item)
         except Exception as e:  # OSError, MemoryError...: a clip must never take the run down with it
             return Decoded(row, None, f"read error, retried on the next run: {type(e).__name__}: {e}"[:300],
-                           transient=True)
+                           transient=True, window=item)
 
 
 def collate(items: list[Decoded]) -> Batch:
@@ -136,6 +153,6 @@ def collate(items: list[Decoded]) -> Batch:
     index = torch.tensor([d.row for d in good], dtype=torch.long)  # (B,)
     names = sorted({name for d in good for name in (d.meta or {})})
     meta = {name: [(d.meta or {}).get(name, "") for d in good] for name in names}
-    return Batch(index=index, wavs=wavs, lens=lens, meta=meta,
+    return Batch(index=index, wavs=wavs, lens=lens, meta=meta, windows=[d.window for d in good],
                  failed=[(d.row, d.reason) for d in items if d.wav is None and not d.transient],
                  retry=[(d.row, d.reason) for d in items if d.wav is None and d.transient])

@@ -110,6 +110,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--batch-seconds", type=positive_float, default=None, metavar="S",
                    help="padded audio seconds per batch (default: "
                         f"{o.DEFAULT_BATCH_SECONDS['cpu']:g} on CPU, {o.DEFAULT_BATCH_SECONDS['gpu']:g} on GPU)")
+    e.add_argument("--window-seconds", type=positive_float, default=o.DEFAULT_WINDOW_SECONDS, metavar="S",
+                   help="clips longer than this are embedded window by window (read block by block) and their "
+                        "windows' embeddings averaged; shorter clips are one window (default: %(default)s)")
+    e.add_argument("--hop-seconds", type=positive_float, default=o.DEFAULT_HOP_SECONDS, metavar="S",
+                   help="start of one window to the next (default: %(default)s: no overlap)")
     e.add_argument("--num-workers", type=int_at_least(0), default=None, metavar="N",
                    help=f"DataLoader processes decoding audio (default: cores - 1, at most {o.MAX_WORKERS})")
     e.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -206,6 +211,7 @@ def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
         features=args.features, layer=args.layer,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
+        window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,
         cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, pca_dim=args.pca_dim, seed=args.seed,
         rank_by=args.rank_by, filter_by=args.filter_by, progress=not args.no_progress)
 

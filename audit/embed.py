@@ -10,6 +10,7 @@ A rerun, or a run killed half-way, computes only what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from audit import encoder as enc
-from audit.batching import Batch, ClipDataset, FixedBatches, bucket_batches, collate, probe_all
+from audit.batching import Batch, ClipDataset, FixedBatches, collate, probe_all
 from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
 from audit.errors import UserError
 from audit.options import RunOptions
+from audit.windows import Windows, cut, units
 
 NOT_EMBEDDED = "not embedded this run (a transient error on another rank?); retried on the next run"
 
@@ -37,7 +39,8 @@ class Plan:
 
     keys: list  # (N,) cache key of each clip
     failed: dict  # {row: reason} clips the header probe already ruled out
-    todo: list  # [[row, ...], ...] the batches holding a clip the cache lacks, longest first
+    windows: Windows  # every clip's windows (windows.py)
+    todo: list  # [[[window id, ...] per batch] per unit]: the units holding a clip the cache lacks
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,13 @@ class CachedEmbeddings:
     is_rank_zero: bool = True  # other ranks only embed their share: their result holds no embeddings
 
 
-def make_plan(files: list[str], cached: CacheContents, batch_seconds: float, offsets=None, durations=None) -> Plan:
+def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets=None, durations=None) -> Plan:
     keys = clip_keys(files, offsets, durations)
-    durations, failed = probe_all(files, offsets, durations)  # (N,)
-    batches = bucket_batches(durations, batch_seconds)
-    todo = [b for b in batches if any(keys[i] not in cached.emb and keys[i] not in cached.failed for i in b)]
-    return Plan(keys=keys, failed=failed, todo=todo)
+    seconds, failed = probe_all(files, offsets, durations)  # (N,)
+    windows = cut(seconds, opts.window_seconds, opts.hop_seconds)
+    done = np.array([k in cached.emb or k in cached.failed for k in keys], dtype=bool)  # (N,)
+    todo = [u for u in units(windows, opts.batch_seconds) if not done[windows.row[[w for b in u for w in b]]].all()]
+    return Plan(keys=keys, failed=failed, windows=windows, todo=todo)
 
 
 class EncoderModule(L.LightningModule):
@@ -82,8 +86,8 @@ class EncoderModule(L.LightningModule):
             self.encoder.device = self.device
 
     def transfer_batch_to_device(self, batch: Batch, device, dataloader_idx):
-        return Batch(batch.index, batch.wavs.to(device, non_blocking=True),
-                     batch.lens.to(device, non_blocking=True), batch.meta, batch.failed, batch.retry)
+        return dataclasses.replace(batch, wavs=batch.wavs.to(device, non_blocking=True),
+                                   lens=batch.lens.to(device, non_blocking=True))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if len(batch.index) == 0:
@@ -94,28 +98,30 @@ class EncoderModule(L.LightningModule):
 
 
 class PlannedBatches(L.LightningDataModule):
-    """Rank 0 makes the plan once the ranks are connected; batch i goes to rank i % W."""
+    """Rank 0 makes the plan once the ranks are connected; unit i (windows.py) goes to rank i % W."""
 
-    def __init__(self, files: list[str], store: ShardStore, batch_seconds: float, num_workers: int, pin_memory: bool,
-                 plan: Plan | None = None, offsets=None, durations=None):
+    def __init__(self, files: list[str], store: ShardStore, opts: RunOptions, plan: Plan | None = None,
+                 offsets=None, durations=None):
         super().__init__()
-        self.files, self.store, self.batch_seconds = files, store, batch_seconds
+        self.files, self.store, self.opts = files, store, opts
         self.offsets, self.durations = offsets, durations
-        self.num_workers, self.pin_memory, self.plan = num_workers, pin_memory, plan
+        self.plan = plan
 
     def setup(self, stage: str):
         if self.plan is None:
-            plan = make_plan(self.files, self.store.load(), self.batch_seconds, self.offsets, self.durations) \
+            plan = make_plan(self.files, self.store.load(), self.opts, self.offsets, self.durations) \
                 if self.trainer.is_global_zero else None
             self.plan = self.trainer.strategy.broadcast(plan, src=0)
 
     def my_batches(self) -> list:
-        return self.plan.todo[self.trainer.global_rank :: self.trainer.world_size]
+        """This rank's batches: every W-th unit of the plan (all windows of a long clip stay together)."""
+        return [b for unit in self.plan.todo[self.trainer.global_rank :: self.trainer.world_size] for b in unit]
 
     def predict_dataloader(self):
-        return DataLoader(ClipDataset(self.files, self.offsets, self.durations), batch_sampler=FixedBatches(self.my_batches()), collate_fn=collate,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          prefetch_factor=4 if self.num_workers else None)
+        workers = self.opts.num_workers
+        return DataLoader(ClipDataset(self.files, self.offsets, self.durations, self.plan.windows),
+                          batch_sampler=FixedBatches(self.my_batches()), collate_fn=collate, num_workers=workers,
+                          pin_memory=self.opts.accelerator == "gpu", prefetch_factor=4 if workers else None)
 
 
 class ShardWriter(BasePredictionWriter):
@@ -132,23 +138,46 @@ class ShardWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer, pl_module):
         data = trainer.datamodule
-        self.keys, self.rank = data.plan.keys, trainer.global_rank
+        self.keys, self.rank, self.windows = data.plan.keys, trainer.global_rank, data.plan.windows
+        self.left = self.windows.count(len(self.keys))  # (N,) windows of each clip still to come
+        self.sums, self.weights, self.first_meta, self.dead = {}, {}, {}, set()
         on = self.progress and trainer.global_rank == 0
         desc = "embedding" if trainer.world_size == 1 else f"embedding (rank 0 of {trainer.world_size})"
-        total = sum(len(b) for b in data.my_batches())
+        total = len({int(self.windows.row[w]) for b in data.my_batches() for w in b})
         self.bar = tqdm(total=total, unit="clip", desc=desc, disable=not on, smoothing=0.1)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        self.rows += batch.index.tolist()
-        if len(batch.index):
-            self.embs.append(prediction.numpy())
-        for name, values in batch.meta.items():  # every clip of a batch has the same names
-            self.meta.setdefault(name, [""] * (len(self.rows) - len(values))).extend(values)
-        self.failed += batch.failed
-        self.retry += batch.retry
-        self.bar.update(len(batch.index) + len(batch.failed) + len(batch.retry))
+        """Pools each clip's windows as they arrive (weighted by length); a clip is done with its last window."""
+        emb = prediction.numpy()  # (B, D)
+        for b, (row, window) in enumerate(zip(batch.index.tolist(), batch.windows)):
+            weight = float(self.windows.length[window])
+            self.sums[row] = self.sums.get(row, 0.0) + weight * emb[b].astype(np.float64)
+            self.weights[row] = self.weights.get(row, 0.0) + weight
+            meta = {name: values[b] for name, values in batch.meta.items() if values[b]}
+            if meta:
+                self.first_meta[row] = meta
+            self._arrived(row)
+        for row, reason in batch.failed + batch.retry:  # one failed window fails its clip
+            if row not in self.dead:
+                self.dead.add(row)
+                (self.failed if (row, reason) in batch.failed else self.retry).append((row, reason))
+                self.bar.update(1)
+            self._arrived(row)
         if len(self.rows) + len(self.failed) >= self.shard_clips:
             self._flush()
+
+    def _arrived(self, row: int) -> None:
+        self.left[row] -= 1
+        if self.left[row]:
+            return  # more windows of this clip to come
+        sums, weight, meta = self.sums.pop(row, None), self.weights.pop(row, None), self.first_meta.pop(row, {})
+        if row in self.dead:
+            return
+        self.rows.append(row)
+        self.embs.append((sums / weight).astype(np.float32)[None])  # (1, D)
+        for name in set(self.meta) | set(meta):  # every list stays one entry per row
+            self.meta.setdefault(name, [""] * (len(self.rows) - 1)).append(meta.get(name, ""))
+        self.bar.update(1)
 
     def on_predict_end(self, trainer, pl_module):
         self._flush()
@@ -176,7 +205,8 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
     else:
         settings = dict(features=opts.features)
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
-                                   precision=opts.precision, **settings)), folder
+                                   precision=opts.precision, window=opts.window_seconds, hop=opts.hop_seconds,
+                                   **settings)), folder
 
 
 def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> CachedEmbeddings:
@@ -199,16 +229,15 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
                         f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {' '.join(str(e).split())}") from None
     # One process can plan before starting anything, and skip the Trainer when the cache has it all;
     # several must plan inside predict, where rank 0's plan can be broadcast.
-    plan = make_plan(files, store.load(), opts.batch_seconds, offsets, durations) if trainer.world_size == 1 else None
-    data = PlannedBatches(files, store, opts.batch_seconds, opts.num_workers, pin_memory=opts.accelerator == "gpu",
-                          plan=plan, offsets=offsets, durations=durations)
+    plan = make_plan(files, store.load(), opts, offsets, durations) if trainer.world_size == 1 else None
+    data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations)
     if plan is None or plan.todo:
         module = EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts.features, opts.layer, opts.encoder)
         trainer.predict(module, datamodule=data,
                         return_predictions=False)
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache
     plan = data.plan
-    n_todo = sum(len(b) for b in plan.todo)
+    n_todo = len({int(plan.windows.row[w]) for unit in plan.todo for b in unit for w in b})
     if not trainer.is_global_zero:
         return CachedEmbeddings(emb=np.zeros((0, 0), np.float32), meta=[], failed={}, n_computed=n_todo,
                                 seconds=time.perf_counter() - start, is_rank_zero=False)

@@ -27,6 +27,8 @@ MIN_FOLDS = 2
 DEFAULT_FOLDS = 5
 DEFAULT_L2 = 1e-2  # on standardized embeddings; chosen on FSDD by CV accuracy (bench/RESULTS.md)
 DEFAULT_PCA_DIM = 128
+DEFAULT_WINDOW_SECONDS = 10.0  # AudioSet's clip length; x-vector/ECAPA saw 2-4 s crops in training
+DEFAULT_HOP_SECONDS = 10.0  # no overlap: cost grows with the audio's length, not faster
 RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
              "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
@@ -54,6 +56,8 @@ class RunOptions:
     strategy: str = "auto"
     precision: str = "32-true"
     batch_seconds: float | None = None
+    window_seconds: float = DEFAULT_WINDOW_SECONDS  # longer clips are embedded window by window (windows.py)
+    hop_seconds: float = DEFAULT_HOP_SECONDS
     num_workers: int | None = None
     cache_dir: str | None = None  # None: OUT/cache, or ~/.cache/audit/embeddings without an out
     shard_clips: int = SHARD_CLIPS
@@ -84,8 +88,10 @@ class RunOptions:
             _at_least("pca-dim", self.pca_dim, 1)
         if self.l2 != "auto" and not (isinstance(self.l2, (int, float)) and self.l2 > 0):
             raise UserError(f"--l2 {self.l2}: a number > 0 or 'auto'")
-        if self.batch_seconds is not None and not self.batch_seconds > 0:
-            raise UserError(f"--batch-seconds {self.batch_seconds}: must be > 0")
+        for name, value in (("batch-seconds", self.batch_seconds), ("window-seconds", self.window_seconds),
+                            ("hop-seconds", self.hop_seconds)):
+            if value is not None and not value > 0:
+                raise UserError(f"--{name} {value}: must be > 0")
 
     def as_dict(self) -> dict:
         """For summary.json: every option, the data described when it is an object (DataFrame, Dataset)."""

@@ -68,6 +68,7 @@ def make_set(n: int, folder: Path, seed: int = 0) -> tuple[Path, Path, np.ndarra
     with open(manifest, "w") as f:
         f.write("path,label\n")
         f.writelines(f"clips/{i:07d}.wav,c{g:02d}\n" for i, g in enumerate(given))
+    np.save(folder / "flipped.npy", flipped)
     return emb_path, manifest, flipped
 
 

@@ -36,11 +36,14 @@ def test_stereo_44k1_is_mixed_down_and_resampled(tmp_path):
     assert np.allclose(wav.numpy()[2000:-2000], 0.4, atol=1e-3)
 
 
-def test_long_clip_is_cut_to_max_seconds(tmp_path):
+def test_a_window_of_a_long_file_is_read_alone(tmp_path):
     rate = 8000
-    path = write(tmp_path / "long.wav", np.zeros(int((audio.MAX_SECONDS + 10) * rate), np.float32), rate)
-    assert len(audio.load(path)) == audio.MAX_SECONDS * audio.SAMPLE_RATE
-    assert audio.probe(path)[0] == audio.MAX_SECONDS
+    ramp = (np.arange(70 * rate) / (70 * rate)).astype(np.float32)  # 70 s, every sample distinct
+    path = write(tmp_path / "long.wav", ramp, rate, "FLOAT")
+    assert audio.probe(path)[0] == pytest.approx(70.0)  # no cap: windows.py cuts long clips
+    window = audio.load(path, 30.0, 10.0)
+    assert len(window) == 10 * audio.SAMPLE_RATE
+    assert window[len(window) // 2].item() == pytest.approx(35 / 70, abs=1e-3)
 
 
 @pytest.mark.parametrize("make, reason", [

@@ -77,9 +77,9 @@ def test_a_deterministic_failure_is_cached_with_its_reason(tmp_path, fsdd_dir, x
 def test_shards_carry_each_clips_sha1(tmp_path, fsdd_dir, xvector_dir):
     files = [str(fsdd_dir / n) for n in NAMES]
     result = embed(files, opts(str(xvector_dir), tmp_path))
-    assert result.sha1 == [audio.file_sha1(f) for f in files]
+    assert [m["sha1"] for m in result.meta] == [audio.file_sha1(f) for f in files]
     again = embed(files, opts(str(xvector_dir), tmp_path))  # from the cache: no file is read again
-    assert again.n_computed == 0 and again.sha1 == result.sha1
+    assert again.n_computed == 0 and again.meta == result.meta
 
 
 def test_two_readers_setting_aside_the_same_corrupt_shard_do_not_fail(tmp_path):

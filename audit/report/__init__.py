@@ -111,7 +111,7 @@ def _media(file: str) -> dict:
 
     from audit import audio
 
-    wav = audio.load(file)[: int(MEDIA_SECONDS * audio.SAMPLE_RATE)]  # (T,)
+    wav = audio.load(file, 0.0, MEDIA_SECONDS)  # (T,) only the head of a long file is read
     buf = io.BytesIO()
     sf.write(buf, wav.numpy(), audio.SAMPLE_RATE, format="WAV", subtype="PCM_16")
     mel = torchaudio.transforms.MelSpectrogram(audio.SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=64)(wav)
