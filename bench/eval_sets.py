@@ -33,6 +33,7 @@ CONFIGS = {
     "frames, pca 128, l2 0.01": ("frames", 0.01, 128),
     "frames, pca 128, l2 auto": ("frames", "auto", 128),
     "frames, pca 256, l2 auto": ("frames", "auto", 256),
+    "frames, pca 256, l2 0.01": ("frames", 0.01, 256),
     "frames+embedding, pca 128, l2 auto": ("frames+embedding", "auto", 128),
 }
 
