@@ -94,6 +94,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="which representation of the frozen encoder is pooled: its final (speaker) embedding, "
                         "'frames' = mean and std of the frame features that feed its statistics pooling (they "
                         "still carry what is said), or both (default: %(default)s)")
+    e.add_argument("--frames-dim", type=pca_arg, default=o.DEFAULT_FRAMES_DIM, metavar="P",
+                   help="--features frames: the pooled frame statistics are projected to P dims by a fixed random "
+                        "orthonormal projection before the cache (ECAPA: 6,144 -> 1,024); 0: keep them whole "
+                        "(default: %(default)s)")
     e.add_argument("--layer", default="last",
                    help="a transformers encoder's hidden state to mean-pool over each clip's valid frames: last, "
                         "mean (the average of every layer's), or an index (0 = the input embeddings) (default: "
@@ -208,7 +212,7 @@ def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
         data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
         embeddings=args.embeddings, multi_label=args.multi_label, encoder=args.encoder,
-        features=args.features, layer=args.layer,
+        features=args.features, frames_dim=args.frames_dim, layer=args.layer,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
         window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,

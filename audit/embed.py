@@ -65,9 +65,9 @@ def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets
 class EncoderModule(L.LightningModule):
     """The frozen encoder, loaded only where a rank has batches to embed."""
 
-    def __init__(self, folder: Path, savedir: Path, features: str, layer: str, source: str):
+    def __init__(self, folder: Path, savedir: Path, opts: RunOptions):
         super().__init__()
-        self.folder, self.savedir, self.features, self.layer, self.source = folder, savedir, features, layer, source
+        self.folder, self.savedir, self.opts = folder, savedir, opts
         self.encoder = None
         self.transformers = enc.is_transformers(folder)
 
@@ -76,7 +76,7 @@ class EncoderModule(L.LightningModule):
             if self.transformers:
                 from audit.hf_encoder import load_hf_encoder
 
-                self.encoder = load_hf_encoder(self.folder, layer=self.layer, source=self.source)
+                self.encoder = load_hf_encoder(self.folder, layer=self.opts.layer, source=self.opts.encoder)
             else:
                 self.encoder = enc.load_encoder(self.folder, self.savedir)
 
@@ -94,7 +94,8 @@ class EncoderModule(L.LightningModule):
             return torch.empty(0, 0)
         if self.transformers:
             return self.encoder.encode(batch.wavs, batch.lens).float().cpu()  # (B, D)
-        return enc.encode(self.encoder, batch.wavs, batch.lens, self.features).float().cpu()  # (B, D)
+        return enc.encode(self.encoder, batch.wavs, batch.lens, self.opts.features,
+                          self.opts.frames_dim).float().cpu()  # (B, D)
 
 
 class PlannedBatches(L.LightningDataModule):
@@ -203,7 +204,8 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
                             "its representation with --layer")
         settings = dict(layer=str(opts.layer))
     else:
-        settings = dict(features=opts.features)
+        wide = opts.features != "embedding" and opts.frames_dim
+        settings = dict(features=opts.features, **({"frames_dim": opts.frames_dim} if wide else {}))
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
                                    precision=opts.precision, window=opts.window_seconds, hop=opts.hop_seconds,
                                    **settings)), folder
@@ -232,7 +234,7 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
     plan = make_plan(files, store.load(), opts, offsets, durations) if trainer.world_size == 1 else None
     data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations)
     if plan is None or plan.todo:
-        module = EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts.features, opts.layer, opts.encoder)
+        module = EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts)
         trainer.predict(module, datamodule=data,
                         return_predictions=False)
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache

@@ -16,7 +16,8 @@ from audit.errors import UserError
 DEFAULT_ENCODER = "speechbrain/spkrec-xvect-voxceleb"  # 512-d x-vectors; the users' default
 ACCELERATORS = ("auto", "cpu", "gpu")
 FEATURES = ("embedding", "frames", "frames+embedding")  # which representation is pooled: encoder.py
-DEFAULT_FEATURES = "embedding"
+DEFAULT_FEATURES = "frames"  # measured best on every evaluation set, speakers included (bench/RESULTS.md)
+DEFAULT_FRAMES_DIM = 1024  # pooled frame stats (ECAPA 6,144-d) are projected to this before the cache
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # Padded audio seconds per batch: on CPU small batches stay in cache (best of 4/8/16 s on FSDD,
 # bench/RESULTS.md); a GPU wants them wide.
@@ -49,6 +50,7 @@ class RunOptions:
     multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
     encoder: str = DEFAULT_ENCODER
     features: str = DEFAULT_FEATURES
+    frames_dim: int | None = DEFAULT_FRAMES_DIM  # --features frames: fixed random projection to this width
     layer: str = "last"  # transformers encoders: last, mean (of all layers) or a hidden-state index
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -86,6 +88,8 @@ class RunOptions:
             _at_least("num-workers", self.num_workers, 0)
         if self.pca_dim is not None:
             _at_least("pca-dim", self.pca_dim, 1)
+        if self.frames_dim is not None:
+            _at_least("frames-dim", self.frames_dim, 1)
         if self.l2 != "auto" and not (isinstance(self.l2, (int, float)) and self.l2 > 0):
             raise UserError(f"--l2 {self.l2}: a number > 0 or 'auto'")
         for name, value in (("batch-seconds", self.batch_seconds), ("window-seconds", self.window_seconds),

@@ -86,7 +86,10 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
         raise UserError(f"no clip could be decoded (first reason: {failed['reason'].iloc[0]})")
     labels = lab.encode(clips["label"], opts.multi_label)  # target (N,) class ids or (N, K) multi-hot
     lab.check_counts(labels, opts.folds, "among the clips that could be decoded")
+    import torch
+
     facts = dict(accelerator=opts.accelerator, embedding_dim=int(embedded.emb.shape[1]),
+                 peak_gpu_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else 0.0,
                  peak_rss_mb_after_embeddings=peak_rss_mb(),
                  n_embedded_now=embedded.n_computed, n_from_cache=int(len(manifest.files) - embedded.n_computed),
                  manifest_kind=manifest.source, batch_seconds=opts.batch_seconds,

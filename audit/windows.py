@@ -56,8 +56,10 @@ def units(windows: Windows, batch_seconds: float) -> list[list[list[int]]]:
     long = per_clip[windows.row] > 1  # (W,)
     out = []
     per_batch = max(1, int(batch_seconds // max(windows.length[long].max(initial=1.0), 1e-9)))
-    for row in np.unique(windows.row[long]):
-        ids = np.flatnonzero(windows.row == row).tolist()
+    # cut() lists each clip's windows together, in row order: a long clip's ids are one contiguous run
+    rows, first, n = np.unique(windows.row, return_index=True, return_counts=True)
+    for start, count in zip(first[n > 1], n[n > 1]):
+        ids = list(range(int(start), int(start + count)))
         out.append([ids[i : i + per_batch] for i in range(0, len(ids), per_batch)])
     short = np.flatnonzero(~long)
     lengths = np.full(len(windows.row), np.nan)

@@ -31,6 +31,7 @@ CONFIGS = {
     "embedding, l2 0.01": ("embedding", 0.01, None),
     "embedding, l2 auto": ("embedding", "auto", None),
     "frames, pca 128, l2 0.01": ("frames", 0.01, 128),
+    "frames rp1024, pca 128, l2 0.01": ("frames rp1024", 0.01, 128),
     "frames, pca 128, l2 auto": ("frames", "auto", 128),
     "frames, pca 256, l2 auto": ("frames", "auto", 256),
     "frames, pca 256, l2 0.01": ("frames", 0.01, 256),
@@ -50,6 +51,12 @@ def build(name: str, work: Path) -> Path:
 
 
 def representation(emb: np.ndarray, name: str) -> np.ndarray:
+    if name == "frames rp1024":  # what --frames-dim 1024 stores: the same fixed projection, applied here
+        import torch
+
+        from audit.encoder import project
+
+        return project(torch.from_numpy(emb[:, :-EMBEDDING_DIM]), 1024).numpy()
     return {"embedding": emb[:, -EMBEDDING_DIM:], "frames": emb[:, :-EMBEDDING_DIM], "frames+embedding": emb}[name]
 
 
@@ -77,6 +84,7 @@ def main() -> None:
         manifest = build(set_name, work)
         t = time.perf_counter()
         data = embed_dataset(RunOptions(data=str(manifest), encoder=str(ecapa_dir()), features="frames+embedding",
+                                        frames_dim=None,
                                         cache_dir=str(OUT / "cache"), accelerator="cpu", progress=False).resolve())
         embed_s = time.perf_counter() - t
         k = len(data.classes)

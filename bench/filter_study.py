@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for set_name in args.sets:
         data = embed_dataset(RunOptions(data=str(build(set_name, OUT / "sets")), encoder=str(ecapa_dir()),
-                                        features="frames+embedding", cache_dir=str(OUT / "cache"), accelerator="cpu",
+                                        features="frames+embedding", frames_dim=None, cache_dir=str(OUT / "cache"), accelerator="cpu",
                                         progress=False).resolve())
         x, k = representation(data.emb, args.features), len(data.classes)
         clean = heads.out_of_fold_probs(x, data.labels, heads.stratified_folds(data.labels, 5, 0), k, l2=l2,

@@ -150,7 +150,7 @@ def test_the_api_and_the_cli_write_the_same_tables(run, tmp_path, subset_dir, ec
                        devices=1, progress=False, seed=3)
     for name in ("issues.csv", "scores.csv"):
         assert (out / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
-    assert result.pred_probs.shape == (200, 10) and result.embeddings.shape == (200, 192)
+    assert result.pred_probs.shape == (200, 10) and result.embeddings.shape == (200, 1024)  # frames, projected
     assert result.issues["path"].tolist() == pd.read_csv(out / "issues.csv")["path"].tolist()
     in_memory = audit.run(str(subset_dir), encoder=ecapa, cache_dir=str(cache_dir), devices=1, progress=False, seed=3)
     assert in_memory.out is None

@@ -168,4 +168,15 @@ def test_cache_keeps_each_representation_apart(tmp_path, fsdd_dir, xvector_dir):
     files = [str(fsdd_dir / n) for n in NAMES[:4]]
     emb = embed(files, opts(str(xvector_dir), tmp_path, features="embedding"))
     frames = embed(files, opts(str(xvector_dir), tmp_path, features="frames"))
-    assert emb.emb.shape == (4, 512) and frames.emb.shape == (4, 3000) and frames.n_computed == 4
+    assert emb.emb.shape == (4, 512) and frames.emb.shape == (4, 1024) and frames.n_computed == 4  # 3,000 projected
+
+
+def test_the_frames_projection_is_fixed_and_orthonormal():
+    from audit.encoder import project, projection
+
+    q = projection(600, 64)
+    torch.testing.assert_close(q.T @ q, torch.eye(64), atol=1e-5, rtol=0)
+    x = torch.randn(5, 600)
+    torch.testing.assert_close(project(x, 64), x @ q)
+    assert torch.equal(projection.__wrapped__(600, 64), q)  # the same matrix when built again (seeded)
+    assert project(x, 0) is x and project(x, 1000) is x  # 0 or wider: kept whole
