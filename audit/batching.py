@@ -130,7 +130,8 @@ class ClipDataset(Dataset):
         path = self.files[row]
         try:
             meta = {}
-            if start == 0:
+            segment = self.offsets[row] != 0 or self.durations[row] == self.durations[row]
+            if start == 0 and not segment:  # a segment shares its file's bytes with the file's other segments
                 meta["sha1"] = audio.file_sha1(path)
             wav, measured = audio.decode(path, float(self.offsets[row]) + start, seconds)
             if start == 0:

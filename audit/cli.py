@@ -90,10 +90,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="a Hugging Face id or a local folder: a SpeechBrain EncoderClassifier (x-vector, ECAPA), or a "
                         "transformers audio model (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST; needs "
                         "pip install -e '.[hf]') (default: %(default)s, 512-d x-vectors)")
-    e.add_argument("--features", choices=o.FEATURES, default=o.DEFAULT_FEATURES,
+    e.add_argument("--features", choices=o.FEATURES, default=None,
                    help="which representation of the frozen encoder is pooled: its final (speaker) embedding, "
                         "'frames' = mean and std of the frame features that feed its statistics pooling (they "
-                        "still carry what is said), or both (default: %(default)s)")
+                        "still carry what is said), or both (default: frames for SpeechBrain encoders; a transformers "
+                        "model uses --layer)")
     e.add_argument("--frames-dim", type=pca_arg, default=o.DEFAULT_FRAMES_DIM, metavar="P",
                    help="--features frames: the pooled frame statistics are projected to P dims by a fixed random "
                         "orthonormal projection before the cache (ECAPA: 6,144 -> 1,024); 0: keep them whole "
@@ -221,6 +222,8 @@ def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
 
 
 def _data_name(data: str) -> str:
+    if data.startswith("hf:"):  # every part of hf:NAME:CONFIG:SPLIT: splits get folders of their own
+        return data[3:].replace("/", "--").replace(":", "-")
     return Path(data.rstrip("/")).stem or "audit"
 
 
@@ -243,6 +246,10 @@ def cmd_run(argv: list[str]) -> int:
 def cmd_evaluate(argv: list[str]) -> int:
     args = evaluate_parser().parse_args(argv)
     o.check_noise(args.noise, args.repeats)
+    if args.multi_label and args.noise_kind != "uniform":
+        raise UserError(f"--noise-kind {args.noise_kind}: with --multi-label each corrupted clip has one tag dropped "
+                        "or swapped; leave --noise-kind out")
+    args.noise_kind = "tags" if args.multi_label else args.noise_kind
     opts = options_from(args, default_out=str(Path("runs") / f"eval-{_data_name(args.data)}")).resolve()
     out = Path(opts.out)
     from audit import outputs

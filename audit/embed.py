@@ -27,7 +27,7 @@ from audit.batching import Batch, ClipDataset, FixedBatches, collate, probe_all
 from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
 from audit.errors import UserError
-from audit.options import RunOptions
+from audit.options import DEFAULT_FEATURES, RunOptions
 from audit.windows import Windows, cut, units
 
 NOT_EMBEDDED = "not embedded this run (a transient error on another rank?); retried on the next run"
@@ -94,7 +94,7 @@ class EncoderModule(L.LightningModule):
             return torch.empty(0, 0)
         if self.transformers:
             return self.encoder.encode(batch.wavs, batch.lens).float().cpu()  # (B, D)
-        return enc.encode(self.encoder, batch.wavs, batch.lens, self.opts.features,
+        return enc.encode(self.encoder, batch.wavs, batch.lens, self.opts.features or DEFAULT_FEATURES,
                           self.opts.frames_dim).float().cpu()  # (B, D)
 
 
@@ -110,9 +110,16 @@ class PlannedBatches(L.LightningDataModule):
 
     def setup(self, stage: str):
         if self.plan is None:
-            plan = make_plan(self.files, self.store.load(), self.opts, self.offsets, self.durations) \
-                if self.trainer.is_global_zero else None
-            self.plan = self.trainer.strategy.broadcast(plan, src=0)
+            plan = None
+            if self.trainer.is_global_zero:
+                try:
+                    plan = make_plan(self.files, self.store.load(), self.opts, self.offsets, self.durations)
+                except Exception as e:  # every rank must hear of it, or the others wait in broadcast forever
+                    plan = e
+            plan = self.trainer.strategy.broadcast(plan, src=0)
+            if isinstance(plan, Exception):
+                raise plan
+            self.plan = plan
 
     def my_batches(self) -> list:
         """This rank's batches: every W-th unit of the plan (all windows of a long clip stay together)."""
@@ -199,13 +206,14 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
     """The shard store for these options, and the encoder's local folder."""
     folder = enc.resolve_encoder(opts.encoder)
     if enc.is_transformers(folder):
-        if opts.features != "embedding":
+        if opts.features not in (None, "embedding"):
             raise UserError(f"--features {opts.features}: for SpeechBrain encoders; a transformers model chooses "
                             "its representation with --layer")
         settings = dict(layer=str(opts.layer))
     else:
-        wide = opts.features != "embedding" and opts.frames_dim
-        settings = dict(features=opts.features, **({"frames_dim": opts.frames_dim} if wide else {}))
+        features = opts.features or DEFAULT_FEATURES
+        wide = features != "embedding" and opts.frames_dim
+        settings = dict(features=features, **({"frames_dim": opts.frames_dim} if wide else {}))
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
                                    precision=opts.precision, window=opts.window_seconds, hop=opts.hop_seconds,
                                    **settings)), folder
@@ -234,7 +242,8 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
     plan = make_plan(files, store.load(), opts, offsets, durations) if trainer.world_size == 1 else None
     data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations)
     if plan is None or plan.todo:
-        module = EncoderModule(folder, Path(opts.cache_dir) / "encoders", opts)
+        # SpeechBrain's savedir reuses whatever files it finds there: one folder per encoder identity
+        module = EncoderModule(folder, Path(opts.cache_dir) / "encoders" / store.folder.name, opts)
         trainer.predict(module, datamodule=data,
                         return_predictions=False)
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache

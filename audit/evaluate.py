@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from audit import heads
+from audit.errors import UserError
 from audit.label_issues import find_label_issues
 from audit.options import DEFAULT_FILTER_BY, DEFAULT_FOLDS, DEFAULT_L2, DEFAULT_PCA_DIM
 
@@ -141,6 +142,8 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kin
     methods = {"audit": audit_method, **({"reference": reference_method} if baseline == "reference" else {})}
     records = []
     for noise in noises:
+        if round(noise * len(labels)) == 0:
+            raise UserError(f"--noise {noise}: flips no clip of {len(labels)}; raise it to at least {1 / len(labels):.3g}")
         runs = {m: [] for m in methods}
         for r in range(repeats):
             rng = np.random.default_rng([seed, r, int(round(noise * 1e6))])

@@ -166,7 +166,7 @@ def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_cl
     fold_x, mean, std = fold_inputs(x, folds, pca_dim, seed)
     n_folds = len(mean)
     outer = torch.as_tensor(folds)[None, :] != torch.arange(n_folds)[:, None]  # (F, N) training rows
-    strata = Labels([], labels).strata() if labels.ndim == 2 else None
+    strata = Labels(list(range(labels.shape[1])), labels).strata() if labels.ndim == 2 else None
     chosen = choose_l2(fold_x, labels, folds, mean, std, n_classes, seed, accelerator, strata) if l2 == "auto" else \
         torch.full((n_folds, 1), float(l2), dtype=torch.float64)  # (F, 1)
     p = fit_heads(fold_x, labels, outer[:, None, :], mean, std, n_classes, chosen, accelerator)[:, 0]  # (F, N, K)

@@ -195,8 +195,7 @@ def to_meta(h: ClipHealth) -> dict[str, str]:
 
 def from_meta(meta: Mapping[str, str]) -> ClipHealth | None:
     """The ClipHealth that `to_meta` stored, or None where the cache holds none (an older shard)."""
-    try:
-        values = {f.name: meta[META_PREFIX + f.name] for f in fields(ClipHealth)}
-    except KeyError:
+    values = {f.name: meta.get(META_PREFIX + f.name, "") for f in fields(ClipHealth)}
+    if "" in values.values():
         return None
     return ClipHealth(**{f.name: (int if f.type in ("int", int) else float)(values[f.name]) for f in fields(ClipHealth)})

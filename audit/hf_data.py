@@ -47,7 +47,8 @@ def load_table(data, *, label_column: str | None = None, cache_dir: str | None =
     folder = Path(cache_dir or os.path.expanduser("~/.cache/audit")) / "hf-audio" / dataset._fingerprint
     feature = dataset.features[label]
     names = feature.names if isinstance(feature, datasets.ClassLabel) else None
-    extras = [c for c in dataset.column_names if c not in (audio[0], label) and _is_scalar(dataset.features[c])]
+    extras = [c for c in dataset.column_names
+              if c not in (audio[0], label, "path", "label") and _is_scalar(dataset.features[c])]
     rows = []
     for i, item in enumerate(dataset):
         value = item[label]

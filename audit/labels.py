@@ -33,11 +33,6 @@ class Labels:
     def multi_label(self) -> bool:
         return self.target.ndim == 2
 
-    def names(self, rows=None) -> np.ndarray:
-        """The given label of each clip as text (tags joined by ';'), (N,) object."""
-        target = self.target if rows is None else self.target[rows]
-        return as_text(target, self.classes)
-
     def strata(self) -> np.ndarray:
         """(N,) a class id per clip for stratified folds: for tag sets, the clip's rarest tag (K for none)."""
         if not self.multi_label:
@@ -81,7 +76,8 @@ def check_counts(labels: Labels, n_folds: int, where: str = "") -> None:
     counts = labels.target.sum(0) if labels.multi_label else np.bincount(labels.target, minlength=len(labels.classes))
     kind = "tag" if labels.multi_label else "class"
     if len(labels.classes) < (1 if labels.multi_label else 2):
-        raise UserError(f"only {len(labels.classes)} {kind}(es){where}: finding label errors needs at least 2 classes")
+        need = "1 tag" if labels.multi_label else "2 classes"
+        raise UserError(f"only {len(labels.classes)} {kind}(es){where}: finding label errors needs at least {need}")
     small = np.flatnonzero(counts < n_folds)
     if len(small):
         k = small[0]

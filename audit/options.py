@@ -49,7 +49,7 @@ class RunOptions:
     embeddings: str | None = None  # precomputed embeddings (precomputed.py): no encoder runs
     multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
     encoder: str = DEFAULT_ENCODER
-    features: str = DEFAULT_FEATURES
+    features: str | None = None  # None: DEFAULT_FEATURES for SpeechBrain encoders (transformers: --layer)
     frames_dim: int | None = DEFAULT_FRAMES_DIM  # --features frames: fixed random projection to this width
     layer: str = "last"  # transformers encoders: last, mean (of all layers) or a hidden-state index
     accelerator: str = "auto"
@@ -74,7 +74,8 @@ class RunOptions:
     def __post_init__(self):
         _choice("accelerator", self.accelerator, ACCELERATORS)
         _choice("precision", self.precision, PRECISIONS)
-        _choice("features", self.features, FEATURES)
+        if self.features is not None:
+            _choice("features", self.features, FEATURES)
         if not (self.layer in ("last", "mean") or str(self.layer).lstrip("-").isdigit()):
             raise UserError(f"--layer {self.layer}: last, mean, or a hidden-state index (an integer)")
         _choice("rank-by", self.rank_by, RANK_BY)

@@ -237,7 +237,7 @@ def write_relabelled_manifest(result, path: Path) -> int:
     data, issues = result.data, result.issues
     suggested = as_text(issues.suggested, data.classes)  # (N,) label, or ';'-joined tag set
     table = data.clips.copy()
-    current = table["label"].to_numpy()
+    current = as_text(data.labels, data.classes)  # canonical: tag sets sorted, as `suggested` is
     if "original_label" not in table:
         table.insert(2, "original_label", current)
     table["label"] = np.where(issues.flagged, suggested, current)

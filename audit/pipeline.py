@@ -91,7 +91,8 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     facts = dict(accelerator=opts.accelerator, embedding_dim=int(embedded.emb.shape[1]),
                  peak_gpu_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else 0.0,
                  peak_rss_mb_after_embeddings=peak_rss_mb(),
-                 n_embedded_now=embedded.n_computed, n_from_cache=int(len(manifest.files) - embedded.n_computed),
+                 n_embedded_now=embedded.n_computed,
+                 n_from_cache=0 if opts.embeddings else int(ok.sum()) - min(int(ok.sum()), embedded.n_computed),
                  manifest_kind=manifest.source, batch_seconds=opts.batch_seconds,
                  num_workers=opts.num_workers, cache_dir=str(opts.cache_dir),
                  **({"note": f"embeddings from {opts.embeddings}: no encoder ran, no audio was read (no audio-health "

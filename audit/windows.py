@@ -47,11 +47,14 @@ def cut(durations: np.ndarray, window: float, hop: float) -> Windows:
             if n < MIN_LAST_SECONDS and s > 0:
                 break
             rows.append(i), starts.append(float(s)), seconds.append(n), lengths.append(n)
+            if s + window >= d:  # this window reached the end: a later one would only re-read the tail
+                break
     return Windows(np.array(rows, dtype=np.int64), np.array(starts), np.array(seconds), np.array(lengths))
 
 
 def units(windows: Windows, batch_seconds: float) -> list[list[list[int]]]:
-    """[[batch of window ids, ...] per unit]: one unit per short-clip batch, one per long clip (longest first)."""
+    """[[batch of window ids, ...] per unit]: one unit per long clip (row order), then one per short-clip
+    batch (longest first)."""
     per_clip = windows.count(int(windows.row.max()) + 1 if len(windows.row) else 0)
     long = per_clip[windows.row] > 1  # (W,)
     out = []

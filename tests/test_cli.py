@@ -102,7 +102,7 @@ def test_user_data_mistakes_are_one_line(tmp_path, subset_dir, fsdd_dir, ecapa):
     cases = [
         (["--data", str(subset_dir), "--out", str(tmp_path / "afile")], "is a file"),
         (["--data", str(subset_dir), "--out", str(tmp_path)], "not an audit output"),
-        (["--data", str(one_class), "--out", str(tmp_path / "o1")], "only one class"),
+        (["--data", str(one_class), "--out", str(tmp_path / "o1")], "only 1 class"),
         (["--data", str(manifest), "--out", str(tmp_path / "o2")], "lacks column(s) path"),
         (["--data", str(subset_dir), "--encoder", "nope", "--out", str(tmp_path / "o3")], "--encoder nope"),
     ]
