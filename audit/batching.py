@@ -1,13 +1,14 @@
-"""Clips -> length-bucketed, padded batches for the encoder.
+"""Clip windows -> length-bucketed, padded batches for the encoder.
 
-Notation: N clips, B clips in a batch, T samples (16 kHz) of the longest clip in the batch.
-A batch is `Batch(index (B,), wavs (B, T) zero-padded, lens (B,) relative lengths in (0, 1],
-meta {name: (B,) strings}, failed [(row, reason)], retry [(row, reason)])`: wavs and lens are the
-layout SpeechBrain's `encode_batch(wavs, wav_lens)` takes; meta holds facts the decoding workers
-found on the way (the file's SHA-1); `failed` clips will never decode, `retry` ones hit a transient
-error (I/O, memory) and are tried again on the next run.
+Notation: N clips, B windows in a batch (a short clip is one window: windows.py), T samples (16 kHz)
+of the longest in the batch. A batch is `Batch(index (B,) clip rows, wavs (B, T) zero-padded, lens
+(B,) relative lengths in (0, 1], meta {name: (B,) strings}, windows (B,) window ids, failed
+[(row, reason)], retry [(row, reason)])`: wavs and lens are the layout SpeechBrain's
+`encode_batch(wavs, wav_lens)` takes; meta holds facts the decoding workers found on the way (the
+file's SHA-1, its health); `failed` clips will never decode, `retry` ones hit a transient error
+(I/O, memory) and are tried again on the next run.
 
-Batches are formed once, globally, from the clips' durations (sorted longest first, so the peak
+Batches are formed once, globally, from the windows' lengths (sorted longest first, so the peak
 memory shows up in the first batch) and only then dealt to ranks: a clip is embedded in the same
 batch, with the same padding, whatever the number of processes or a resumed run's cache holds.
 """

@@ -4,7 +4,8 @@ Notation: N clips, B clips in a batch, T samples, D embedding dim. Runs as a Lig
 `Trainer.predict`, so the same code serves CPU, one GPU, and many GPUs or nodes. Rank 0 alone
 plans (which clips the cache lacks, the length-bucketed batches) and broadcasts the plan, so ranks
 that see the cache change under them (a second job, a shard landing mid-start) still agree; every
-rank embeds every W-th batch of the plan and writes its own shards; rank 0 then reads the cache.
+rank embeds every W-th unit of the plan (a batch of short clips, or all windows of one long clip:
+windows.py) and writes its own shards; rank 0 then reads the cache.
 A rerun, or a run killed half-way, computes only what is missing.
 """
 

@@ -8,7 +8,9 @@
     outliers.csv    clips unlike their class or the dataset, most unusual first (cleanlab Datalab)
     duplicates.csv  groups of identical (same bytes) or near-identical (embedding) clips
     class_imbalance.csv, data_issues.csv   per-class counts; Datalab's summary of every issue type
-    map.csv         path, x, y: a 2-D PCA map of the embeddings (the report draws it)
+    map.csv         row, path, file, x, y: a 2-D PCA map of the embeddings (the report draws it)
+    audio_issues.csv  path, type, value, threshold, row: audio-health problems (health.py)
+    embeddings.parquet  path, embedding: reusable with --embeddings (written by api.py)
     report.html     the page to review issues in (see report/)
     cache/          the embedding cache (see cache.py)
 """

@@ -82,8 +82,8 @@ LONG_FILES = 40
 LONG_MINUTES = (2.0, 5.0)  # each long file's length, uniform
 LONG_SHARE = (0.5, 0.8)  # chance that each utterance is the dominant digit (else one of the other 9)
 LONG_GAP_SECONDS = (0.2, 0.8)  # pauses in a long recording, more like reading a list aloud
-# audit reads only a clip's first 60 s (README), so a file whose first minute says one digit and
-# whose last four say another shows whether that cut hides the label.
+# audit once read only a clip's first 60 s; a file whose first minute says one digit and whose last
+# four say another shows whether windowing (audit/windows.py) judges the whole recording.
 SWITCH_SECONDS = 300.0
 SWITCH_FIRST_SECONDS = 60.0
 
