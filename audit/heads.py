@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from audit.labels import Labels, check_counts
-from audit.options import DEFAULT_L2, MIN_FOLDS
+from audit.options import DEFAULT_L2, MIN_FOLDS, PCA_FROM_DIM
 
 log = logging.getLogger(__name__)
 INNER_FOLDS = 3  # per outer fold: enough to rank a few strengths, 3x cheaper than 5 x 5 nested CV
@@ -198,7 +198,7 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
     w = train.double() / train.sum(1, keepdim=True)  # (F, N)
     mean = w @ x_t  # (F, D)
     std = (w @ x_t.square() - mean.square()).clamp_min(1e-12).sqrt()  # (F, D)
-    if not pca_dim or x.shape[1] <= pca_dim:
+    if not pca_dim or x.shape[1] <= max(pca_dim, PCA_FROM_DIM):
         return x_t[None], mean, std
     generator = torch.Generator().manual_seed(seed)
     dim = min(pca_dim, int(train.sum(1).min()) - 1)  # the same P for every fold: at most its training rows - 1

@@ -105,13 +105,35 @@ def run_cli(emb: Path, manifest: Path, out: Path, rss_cap_mb: float, extra: list
 
 
 def f1(out: Path, flipped: np.ndarray) -> dict:
+    """The flagged set (issues.csv) against the flips; precision@k of the quality ranking (k = flips)."""
     import pandas as pd
 
     flagged = set(pd.read_csv(out / "issues.csv", usecols=["row"])["row"].tolist())
     truth = set(flipped.tolist())
     hit = len(flagged & truth)
     precision, recall = hit / max(1, len(flagged)), hit / max(1, len(truth))
-    return dict(precision=precision, recall=recall, f1=2 * precision * recall / max(1e-12, precision + recall))
+    scores = pd.read_csv(out / "scores.csv", usecols=["row", "label_quality"])
+    top = scores.nsmallest(len(truth), "label_quality", keep="first")["row"]
+    return dict(precision=precision, recall=recall, f1=2 * precision * recall / max(1e-12, precision + recall),
+                n_flagged=len(flagged), precision_at_k=len(set(top) & truth) / max(1, len(truth)))
+
+
+def knn_recall(emb_path: Path, sample: int = 2000, seed: int = 0) -> dict:
+    """knn_graph as the run builds it (NN-descent above EXACT_KNN_MAX), in this process: its seconds and
+    its recall@k against exact search on `sample` rows."""
+    sys.path.insert(0, str(ROOT))
+    from audit import datalab
+
+    emb = np.load(emb_path)  # (N, D)
+    n, k = len(emb), datalab.KNN_K
+    start = time.perf_counter()
+    graph = datalab.knn_graph(emb, k)
+    seconds = time.perf_counter() - start
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))
+    _, exact = datalab.exact_knn(emb, k, rows=rows)  # (S, k)
+    got = graph.indices.reshape(n, k)[rows]  # (S, k)
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact)])
+    return dict(knn_s=seconds, knn_recall=float(recall), knn_exact=n <= datalab.EXACT_KNN_MAX)
 
 
 def main() -> None:
@@ -121,6 +143,8 @@ def main() -> None:
     parser.add_argument("--rss-cap-mb", type=float, default=12_000,
                         help="stop the run (SIGABRT, stack printed) past this RSS: keeps a shared machine alive")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--knn-recall", action="store_true",
+                        help="also build the k-NN graph here and measure its recall@10 against exact on 2,000 rows")
     parser.add_argument("extra", nargs="*", help="more CLI options after --, e.g. -- --pca-dim 0")
     args = parser.parse_args()
     rows = []
@@ -139,13 +163,15 @@ def main() -> None:
         summary = json.loads(summary_file.read_text()) if run["rc"] == 0 and summary_file.exists() else {}
         seconds = summary.get("seconds", {})
         row = dict(n=n, generate_s=made, **run, seconds=seconds,
-                   **(f1(out, flipped) if run["rc"] == 0 else {}))
+                   **(f1(out, flipped) if run["rc"] == 0 else {}),
+                   **(knn_recall(emb, seed=args.seed) if args.knn_recall else {}))
         rows.append(row)
         (folder / "result.json").write_text(json.dumps(row, indent=1))
         print(json.dumps({k: v for k, v in row.items() if k != "rss_trace"}), flush=True)
     print()
-    print("| clips | wall s | peak RSS MB | " + " | ".join(f"{s} s/1k" for s in (*STAGES, "rest")) + " | F1 |")
-    print("|---:|---:|---:|" + "---:|" * (len(STAGES) + 1) + "---:|")
+    print("| clips | wall s | peak RSS MB | " + " | ".join(f"{s} s/1k" for s in (*STAGES, "rest"))
+          + " | F1 | precision@k | k-NN recall@10 |")
+    print("|---:|---:|---:|" + "---:|" * (len(STAGES) + 1) + "---:|---:|---:|")
     for r in rows:
         sec = dict(r["seconds"])
         if sec:
@@ -153,7 +179,10 @@ def main() -> None:
         per_k = [f"{sec[s] / (r['n'] / 1000):.3f}" if s in sec else "-" for s in (*STAGES, "rest")]
         status = f"{r['f1']:.3f}" if "f1" in r else f"failed (rc {r['rc']}" + (
             f", RSS cap at {r['capped_at_s']:.0f} s)" if r["capped_at_s"] else ")")
-        print(f"| {r['n']:,} | {r['wall_s']:.0f} | {r['peak_rss_mb']:,.0f} | " + " | ".join(per_k) + f" | {status} |")
+        knn = f"{r['knn_recall']:.4f}" + (" (exact)" if r["knn_exact"] else "") if "knn_recall" in r else "-"
+        pak = f"{r['precision_at_k']:.3f}" if "precision_at_k" in r else "-"
+        print(f"| {r['n']:,} | {r['wall_s']:.0f} | {r['peak_rss_mb']:,.0f} | " + " | ".join(per_k)
+              + f" | {status} | {pak} | {knn} |")
 
 
 if __name__ == "__main__":

@@ -46,17 +46,17 @@ def build(name: str, work: Path) -> Path:
     if (folder / "manifest.csv").is_file():
         return folder / "manifest.csv"
     builder = {"fsdd-digits": ms.build_fsdd_digits, "fsdd-speakers": ms.build_fsdd_speakers,
-               "words": ms.build_words}[name]
+               "words": ms.build_words, "multilabel": ms.build_multilabel}[name]
     return builder(folder).manifest
 
 
 def representation(emb: np.ndarray, name: str) -> np.ndarray:
-    if name == "frames rp1024":  # what --frames-dim 1024 stores: the same fixed projection, applied here
+    if name.startswith("frames rp"):  # what --frames-dim P stores: the same fixed projection, applied here
         import torch
 
         from audit.encoder import project
 
-        return project(torch.from_numpy(emb[:, :-EMBEDDING_DIM]), 1024).numpy()
+        return project(torch.from_numpy(emb[:, :-EMBEDDING_DIM]), int(name[len("frames rp"):])).numpy()
     return {"embedding": emb[:, -EMBEDDING_DIM:], "frames": emb[:, :-EMBEDDING_DIM], "frames+embedding": emb}[name]
 
 
@@ -83,13 +83,14 @@ def main() -> None:
     for set_name in args.sets:
         manifest = build(set_name, work)
         t = time.perf_counter()
+        multi = set_name == "multilabel"  # tags = the 2-3 digits of each clip
         data = embed_dataset(RunOptions(data=str(manifest), encoder=str(ecapa_dir()), features="frames+embedding",
-                                        frames_dim=None,
+                                        frames_dim=None, multi_label=multi,
                                         cache_dir=str(OUT / "cache"), accelerator="cpu", progress=False).resolve())
         embed_s = time.perf_counter() - t
         k = len(data.classes)
         print(f"# {set_name}: {len(data.clips)} clips, {k} classes, embedded/loaded in {embed_s:.0f} s", flush=True)
-        for kind in args.kinds:
+        for kind in (["tags"] if multi else args.kinds):
             for name in args.configs + ["reference"]:
                 rep, l2, pca = CONFIGS.get(name, ("embedding", 0.01, None))
                 t = time.perf_counter()

@@ -30,6 +30,8 @@ def main() -> None:
     p.add_argument("--pca-dim", type=int, default=128)
     p.add_argument("--l2", default="0.01")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--filters", nargs="+", default=list(FILTERS), choices=FILTERS)
+    p.add_argument("--out", default=str(OUT / "filter_study.json"))
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -54,25 +56,25 @@ def main() -> None:
                                         pca_dim=args.pca_dim)
         confusion = np.stack([clean[data.labels == c].mean(0) for c in range(k)])
         for kind in ("uniform", "confusable"):
-            scores = {f: [] for f in FILTERS}
+            scores = {f: [] for f in args.filters}
             for r in range(args.repeats):
                 rng = np.random.default_rng([0, r, 50000])
                 noisy, flipped = evaluate.flip_labels(data.labels, k, 0.05, kind, rng, confusion)
                 probs = heads.out_of_fold_probs(x, noisy, heads.stratified_folds(noisy, 5, r), k, l2=l2,
                                                 pca_dim=args.pca_dim, seed=r)
-                for f in FILTERS:
+                for f in args.filters:
                     issues = find_label_issues(noisy, probs, filter_by=f)
                     scores[f].append(evaluate.score(flipped, issues.flagged, issues.quality))
-            for f in FILTERS:
-                row = {"set": set_name, "kind": kind, "filter_by": f,
+            for f in args.filters:
+                row = {"set": set_name, "kind": kind, "features": args.features, "filter_by": f,
                        **{m: float(np.mean([s[m] for s in scores[f]])) for m in ("f1", "precision", "recall", "ap")}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    (OUT / "filter_study.json").write_text(json.dumps(rows, indent=2))
-    print("\n| set | noise | filter_by | F1 | precision | recall |\n|---|---|---|---|---|---|")
+    Path(args.out).write_text(json.dumps(rows, indent=2))
+    print("\n| set | noise | features | filter_by | F1 | AP | precision | recall |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['set']} | 5% {r['kind']} | {r['filter_by']} | {r['f1']:.3f} | {r['precision']:.3f} | "
-              f"{r['recall']:.3f} |")
+        print(f"| {r['set']} | 5% {r['kind']} | {r['features']} | {r['filter_by']} | {r['f1']:.3f} | {r['ap']:.4f} | "
+              f"{r['precision']:.3f} | {r['recall']:.3f} |")
 
 
 if __name__ == "__main__":

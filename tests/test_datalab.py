@@ -47,3 +47,91 @@ def test_non_iid_is_only_checked_in_an_order_the_user_gave():
     table = datalab.find_data_issues(emb, labels, probs, sha1, user_order=True)
     assert "non_iid" not in set(folder.summary["issue_type"])
     assert "non_iid" in set(table.summary["issue_type"])
+
+
+def clustered(n, dim=32, classes=20, seed=0):
+    """(n, dim) float32: class centres plus noise, with rows 7 and 3 identical (a duplicate at distance 0)."""
+    rng = np.random.default_rng(seed)
+    emb = (rng.normal(size=(classes, dim))[np.arange(n) % classes] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+    emb[7] = emb[3]
+    return emb
+
+
+def brute_force(emb):
+    """(n, n) cosine distances, itself at inf: small n only."""
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    dist = 1 - x @ x.T  # (n, n)
+    np.fill_diagonal(dist, np.inf)
+    return dist
+
+
+def test_approximate_knn_graph_above_the_threshold_keeps_the_exact_layout(monkeypatch):
+    n, k = 3000, 10
+    emb = clustered(n)
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", n)
+    exact = datalab.knn_graph(emb, k=k)
+    calls = []
+    approximate = datalab._nn_descent_knn
+    monkeypatch.setattr(datalab, "_nn_descent_knn", lambda *a: calls.append(a) or approximate(*a))
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", 1000)
+    graph = datalab.knn_graph(emb, k=k)
+    assert len(calls) == 1  # the NN-descent path ran
+    assert graph.shape == exact.shape == (n, n)
+    assert (graph.indptr == exact.indptr).all() and graph.indptr.dtype == exact.indptr.dtype
+    assert graph.indices.dtype == exact.indices.dtype and graph.data.dtype == exact.data.dtype == np.float64
+    idx, dist = graph.indices.reshape(n, k), graph.data.reshape(n, k)
+    assert (idx != np.arange(n)[:, None]).all()  # never itself
+    assert (np.diff(dist, axis=1) >= 0).all()  # ascending
+    assert all(len(set(row)) == k for row in idx)  # k distinct neighbours
+    truth = brute_force(emb)
+    np.testing.assert_allclose(dist, truth[np.arange(n)[:, None], idx], atol=1e-5)  # the pairs' true distances
+    expected = np.argsort(truth, axis=1)[:, :k]
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(idx, expected)])
+    assert recall >= 0.95, recall
+    assert idx[3, 0] == 7 and idx[7, 0] == 3 and dist[3, 0] < 1e-6 and dist[7, 0] < 1e-6  # the duplicate
+
+
+def test_nn_descent_gaps_and_misplaced_self_give_the_exact_graph(monkeypatch):
+    """Self is dropped wherever NN-descent lists it; rows with too few neighbours found (-1) and rows whose
+    distances reach pynndescent's ceiling of 1 (cos <= 0) are searched exactly."""
+    import pynndescent
+
+    n, k = 400, 5
+    emb = clustered(n, dim=8, classes=4)
+    truth = brute_force(emb)
+    np.fill_diagonal(truth, -1)  # itself first, as pynndescent lists it
+    cand = np.argsort(truth, axis=1, kind="stable")[:, :12]  # (n, 12)
+    dist = np.take_along_axis(truth, cand, 1).clip(0, 1).astype(np.float32)  # (n, 12)
+    cand[7, :2] = [3, 7]  # the duplicate listed before the clip itself
+    cand[::3, 4:] = -1  # every third row: only 3 others found
+    dist[1::50, 3:] = 1.0  # saturated: the true distance may be more
+
+    class FakeIndex:
+        def __init__(self, data, n_neighbors, **kw):
+            self.neighbor_graph = (cand[:, :n_neighbors], dist[:, :n_neighbors])
+
+    searched = []
+    exact_knn = datalab.exact_knn
+    monkeypatch.setattr(datalab, "exact_knn",
+                        lambda emb, k, rows: searched.append(rows) or exact_knn(emb, k, rows=rows))
+    monkeypatch.setattr(pynndescent, "NNDescent", FakeIndex)
+    monkeypatch.setattr(datalab, "NN_DESCENT_NEIGHBORS", 11)
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", 100)
+    graph = datalab.knn_graph(emb, k=k)
+    monkeypatch.setattr(datalab, "exact_knn", exact_knn)
+    assert len(searched) == 1 and (searched[0] == np.union1d(np.arange(0, n, 3), np.arange(1, n, 50))).all()
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", n)
+    exact = datalab.knn_graph(emb, k=k)
+    same = [set(a) == set(b) for a, b in zip(graph.indices.reshape(n, k), exact.indices.reshape(n, k))]
+    assert all(same)  # as sets: rows 3 and 7 tie wherever they are both neighbours
+    np.testing.assert_allclose(graph.data, exact.data, atol=1e-6)
+
+
+def test_a_gpu_stays_exact_above_the_threshold(monkeypatch):
+    calls = []
+    exact_knn = datalab.exact_knn
+    monkeypatch.setattr(datalab, "exact_knn", lambda emb, k, device: calls.append(device) or exact_knn(emb, k))
+    monkeypatch.setattr(datalab, "_nn_descent_knn", None)  # would raise if called
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", 10)
+    datalab.knn_graph(clustered(100), k=5, device="cuda")
+    assert calls == ["cuda"]

@@ -62,19 +62,19 @@ def test_cache_reuses_done_clips_and_recomputes_corrupt_shards(tmp_path, fsdd_di
     files = [str(fsdd_dir / n) for n in NAMES]
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEfmt garbage")
-    first = embed(files + [str(bad)], opts(ecapa, tmp_path))
+    first = embed(files + [str(bad)], opts(ecapa, tmp_path, features="embedding"))
     assert first.emb.shape == (41, 192) and first.n_computed == 40
     assert list(first.failed) == [40] and "unreadable" in first.failed[40]
     assert np.isfinite(first.emb[:40]).all() and np.isnan(first.emb[40]).all()
 
-    again = embed(files, opts(ecapa, tmp_path))
+    again = embed(files, opts(ecapa, tmp_path, features="embedding"))
     assert again.n_computed == 0
     assert again.emb.tobytes() == first.emb[:40].tobytes()
 
-    store = store_for(opts(ecapa, tmp_path))[0].folder
+    store = store_for(opts(ecapa, tmp_path, features="embedding"))[0].folder
     shard = sorted(store.glob("shard-*.npz"))[0]
     shard.write_bytes(shard.read_bytes()[:200])  # a shard cut short, as by a crash without atomic writes
-    healed = embed(files, opts(ecapa, tmp_path))
+    healed = embed(files, opts(ecapa, tmp_path, features="embedding"))
     assert 0 < healed.n_computed <= 40
     assert list(store.glob("*.corrupt"))
     np.testing.assert_allclose(healed.emb, first.emb[:40], rtol=0, atol=1e-5)
@@ -93,7 +93,7 @@ def test_shard_with_a_wrong_digest_is_not_trusted(tmp_path):
 
 def test_xvector_layout_loads_from_a_local_folder(xvector_dir, tmp_path, fsdd_dir):
     encoder = load_encoder(resolve_encoder(str(xvector_dir)), tmp_path)  # padding fix applied by the check
-    result = embed([str(fsdd_dir / n) for n in NAMES[:6]], opts(str(xvector_dir), tmp_path))
+    result = embed([str(fsdd_dir / n) for n in NAMES[:6]], opts(str(xvector_dir), tmp_path, features="embedding"))
     assert result.emb.shape == (6, 512) and np.isfinite(result.emb).all()
     wav = audio.load(str(fsdd_dir / NAMES[0]))
     with torch.inference_mode():
@@ -168,7 +168,9 @@ def test_cache_keeps_each_representation_apart(tmp_path, fsdd_dir, xvector_dir):
     files = [str(fsdd_dir / n) for n in NAMES[:4]]
     emb = embed(files, opts(str(xvector_dir), tmp_path, features="embedding"))
     frames = embed(files, opts(str(xvector_dir), tmp_path, features="frames"))
-    assert emb.emb.shape == (4, 512) and frames.emb.shape == (4, 1024) and frames.n_computed == 4  # 3,000 projected
+    assert emb.emb.shape == (4, 512) and frames.emb.shape == (4, 3000) and frames.n_computed == 4
+    projected = embed(files, opts(str(xvector_dir), tmp_path, features="frames", frames_dim=256))
+    assert projected.emb.shape == (4, 256) and projected.n_computed == 4  # its own cache folder
 
 
 def test_the_frames_projection_is_fixed_and_orthonormal():

@@ -91,8 +91,11 @@ def test_inner_folds_never_hold_the_outer_folds_own_clips():
 
 
 @pytest.mark.parametrize("kw", [dict(l2="auto"), dict(pca_dim=8), dict(l2="auto", pca_dim=8)])
-def test_out_of_fold_holds_through_inner_selection_and_pca(kw):
+def test_out_of_fold_holds_through_inner_selection_and_pca(kw, monkeypatch):
     """Flip one clip's label: its own probabilities must not move, whatever the heads chose from the rest."""
+    from audit import heads
+
+    monkeypatch.setattr(heads, "PCA_FROM_DIM", 0)  # these 24-d blobs stand in for wide features
     x, labels = blobs(seed=6, dim=24)
     folds = stratified_folds(labels, 5, seed=0)
     p = out_of_fold_probs(x, labels, folds, 4, **kw)
@@ -104,9 +107,11 @@ def test_out_of_fold_holds_through_inner_selection_and_pca(kw):
     assert (p.argmax(1) == labels).mean() > 0.9
 
 
-def test_pca_is_fitted_on_each_folds_training_rows_only():
+def test_pca_is_fitted_on_each_folds_training_rows_only(monkeypatch):
+    from audit import heads
     from audit.heads import fold_inputs
 
+    monkeypatch.setattr(heads, "PCA_FROM_DIM", 0)  # these 24-d blobs stand in for wide features
     x, labels = blobs(seed=7, dim=24)
     folds = stratified_folds(labels, 5, seed=0)
     xp, _, _ = fold_inputs(x, folds, pca_dim=6, seed=0)
@@ -117,3 +122,11 @@ def test_pca_is_fitted_on_each_folds_training_rows_only():
     # fold 0's projection never saw its own rows: changing them leaves its training rows' coordinates alone
     np.testing.assert_allclose(xp[0][folds != 0].numpy(), xq[0][folds != 0].numpy(), atol=1e-8)
     assert not np.allclose(xp[1][folds != 1].numpy(), xq[1][folds != 1].numpy())
+
+
+def test_narrow_features_are_used_whole():
+    from audit.heads import fold_inputs
+
+    x, labels = blobs(seed=8, dim=192)  # a final embedding's width
+    xp, _, _ = fold_inputs(x, stratified_folds(labels, 5, seed=0), pca_dim=128, seed=0)
+    assert xp.shape == (1, len(x), 192)
