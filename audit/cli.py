@@ -86,10 +86,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="for a folder of files: a regex with a named group 'label', searched in each file name "
                         "(default: the text before the first '_', as in 7_jackson_32.wav)")
     e = p.add_argument_group("embeddings")
-    e.add_argument("--encoder", default=o.DEFAULT_ENCODER,
+    e.add_argument("--encoder", action="append", default=None,
                    help="a Hugging Face id or a local folder: a SpeechBrain EncoderClassifier (x-vector, ECAPA), or a "
                         "transformers audio model (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST; needs "
-                        "pip install -e '.[hf]') (default: %(default)s, 512-d x-vectors)")
+                        "pip install -e '.[hf]'); give it several times to concatenate their features (each keeps its own "
+                        f"cache) (default: {o.DEFAULT_ENCODER}, x-vectors)")
     e.add_argument("--features", choices=o.FEATURES, default=None,
                    help="which representation of the frozen encoder is pooled: its final (speaker) embedding, "
                         "'frames' = mean and std of the frame features that feed its statistics pooling (they "
@@ -212,7 +213,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
         data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
-        embeddings=args.embeddings, multi_label=args.multi_label, encoder=args.encoder,
+        embeddings=args.embeddings, multi_label=args.multi_label,
+        encoder=o.DEFAULT_ENCODER if not args.encoder else args.encoder[0] if len(args.encoder) == 1 else tuple(args.encoder),
         features=args.features, frames_dim=args.frames_dim, layer=args.layer,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,

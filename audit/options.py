@@ -54,7 +54,7 @@ class RunOptions:
     label_column: str | None = None  # Hugging Face datasets: None finds the ClassLabel column
     embeddings: str | None = None  # precomputed embeddings (precomputed.py): no encoder runs
     multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
-    encoder: str = DEFAULT_ENCODER
+    encoder: str | tuple = DEFAULT_ENCODER  # several: each embeds every clip, features concatenated
     features: str | None = None  # None: DEFAULT_FEATURES for SpeechBrain encoders (transformers: --layer)
     frames_dim: int | None = DEFAULT_FRAMES_DIM  # --features frames: fixed random projection to this width
     layer: str = "last"  # transformers encoders: last, mean (of all layers) or a hidden-state index
@@ -78,6 +78,10 @@ class RunOptions:
     progress: bool = True
 
     def __post_init__(self):
+        if isinstance(self.encoder, list):  # frozen and hashable: the API may pass a list
+            object.__setattr__(self, "encoder", tuple(self.encoder))
+        if not self.encoder or not all(isinstance(e, str) and e for e in self.encoders):
+            raise UserError(f"--encoder {self.encoder!r}: a Hugging Face id or a local folder (one or more)")
         _choice("accelerator", self.accelerator, ACCELERATORS)
         _choice("precision", self.precision, PRECISIONS)
         if self.features is not None:
@@ -103,6 +107,10 @@ class RunOptions:
                             ("hop-seconds", self.hop_seconds)):
             if value is not None and not value > 0:
                 raise UserError(f"--{name} {value}: must be > 0")
+
+    @property
+    def encoders(self) -> tuple:
+        return (self.encoder,) if isinstance(self.encoder, str) else tuple(self.encoder)
 
     def as_dict(self) -> dict:
         """For summary.json: every option, the data described when it is an object (DataFrame, Dataset)."""

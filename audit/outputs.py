@@ -284,7 +284,8 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
         "classes": list(data.classes),
         "seconds": {**{k: round(v, 3) for k, v in {**data.seconds, **result.seconds}.items()},
                     "total": round(total_seconds, 3)},
-        "encoder": f"precomputed: {options['embeddings']}" if options.get("embeddings") else options["encoder"],
+        "encoder": f"precomputed: {options['embeddings']}" if options.get("embeddings") else
+                   (options["encoder"] if isinstance(options["encoder"], str) else list(options["encoder"])),
         "seed": options["seed"],
         "peak_rss_mb": peak_rss_mb(),
         **data.facts,

@@ -54,7 +54,6 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
 
     Under DDP every rank embeds its share; only rank 0 gets the result, the others None.
     """
-    from audit.embed import embed
     from audit import labels as lab
     from audit.manifest import DEFAULT_LABEL_PATTERN, load_manifest
     from audit.outputs import peak_rss_mb
@@ -72,7 +71,7 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
 
         embedded = precomputed.load(opts.embeddings, manifest.clips["path"].tolist(), manifest.files)
     else:
-        embedded = embed(manifest.files, opts, manifest.offsets, manifest.durations)
+        embedded = _embed_all(manifest, opts)
     if not embedded.is_rank_zero:
         return None
     seconds["embeddings"] = embedded.seconds
@@ -103,6 +102,24 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
                          health=[health.from_meta(m) for m in meta],
                          classes=labels.classes, labels=labels.target, emb=embedded.emb[ok], skipped=skipped, seconds=seconds,
                          facts=facts, user_order=manifest.source == "table")
+
+
+def _embed_all(manifest, opts: RunOptions):
+    """Every encoder embeds every clip (each with its own cache); their features are concatenated."""
+    from dataclasses import replace
+
+    from audit.embed import embed
+
+    parts = [embed(manifest.files, replace(opts, encoder=e), manifest.offsets, manifest.durations)
+             for e in opts.encoders]
+    if len(parts) == 1 or not parts[0].is_rank_zero:
+        return parts[0]
+    failed = {}
+    for p in parts:  # a clip any encoder could not use is left out, with the first reason
+        for row, reason in p.failed.items():
+            failed.setdefault(row, reason)
+    return replace(parts[0], emb=np.concatenate([p.emb for p in parts], axis=1), failed=dict(sorted(failed.items())),
+                   n_computed=max(p.n_computed for p in parts), seconds=sum(p.seconds for p in parts))
 
 
 def run_audit(opts: RunOptions) -> AuditResult | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -79,26 +80,26 @@ def run_cli(emb: Path, manifest: Path, out: Path, rss_cap_mb: float, extra: list
     stderr = open(f"{out}.stderr", "w")
     start = time.perf_counter()
     child = subprocess.Popen(cmd, cwd=ROOT, stdout=stderr, stderr=subprocess.STDOUT)
-    capped, trace = [], []  # (seconds, RSS MB) every 2 s
+    capped, trace, done = [], [], threading.Event()  # trace: (seconds, RSS MB) every 2 s
 
-    def watch():
-        while child.poll() is None:
+    def watch():  # never reaps the child (poll() would race os.wait4 below)
+        while not done.wait(0.5):
             try:
                 rss = int(Path(f"/proc/{child.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
             except (OSError, IndexError):
-                break
+                continue
             trace.append((round(time.perf_counter() - start, 1), round(rss)))
             if rss > rss_cap_mb and not capped:
                 capped.append(time.perf_counter() - start)
-                child.send_signal(signal.SIGABRT)  # faulthandler prints the stack: the stage that broke
-            time.sleep(0.5)
+                os.kill(child.pid, signal.SIGABRT)  # faulthandler prints the stack: the stage that broke
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    _, status, usage = os.wait4(child.pid, 0)
+    _, status, usage = os.wait4(child.pid, 0)  # usage: the child's own peak RSS
     wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
     watcher.join()
+    child.returncode = os.waitstatus_to_exitcode(status)
     stderr.close()
     return dict(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, rc=child.returncode,
                 capped_at_s=capped[0] if capped else None, rss_trace=trace[::4])
@@ -118,22 +119,46 @@ def f1(out: Path, flipped: np.ndarray) -> dict:
                 n_flagged=len(flagged), precision_at_k=len(set(top) & truth) / max(1, len(truth)))
 
 
-def knn_recall(emb_path: Path, sample: int = 2000, seed: int = 0) -> dict:
-    """knn_graph as the run builds it (NN-descent above EXACT_KNN_MAX), in this process: its seconds and
-    its recall@k against exact search on `sample` rows."""
+def data_issues_direct(folder: Path, sample: int = 2000, seed: int = 0) -> dict:
+    """The data-issues stage alone, in a fresh process, as the run calls it (so it is measured even where an
+    earlier stage breaks): its seconds, the k-NN graph's seconds and recall@10 against exact search on
+    `sample` rows, and the process's peak RSS. pred_probs: 0.9 on the given label (what the heads give)."""
+    done = subprocess.run([sys.executable, __file__, "--direct", str(folder), "--seed", str(seed),
+                           "--sample", str(sample)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _direct(args) -> None:
+    import pandas as pd
+
     sys.path.insert(0, str(ROOT))
     from audit import datalab
 
-    emb = np.load(emb_path)  # (N, D)
+    emb = np.load(args.direct / "emb.npy")  # (N, D)
+    labels = pd.read_csv(args.direct / "manifest.csv", usecols=["label"])["label"].str[1:].astype(int).to_numpy()
     n, k = len(emb), datalab.KNN_K
+    probs = np.full((n, CLASSES), 0.1 / (CLASSES - 1))  # (N, K)
+    probs[np.arange(n), labels] = 0.9
+    built, build = {}, datalab.knn_graph
+
+    def knn_graph(*a, **kw):  # the graph Datalab gets, kept for the recall check, and its seconds
+        start = time.perf_counter()
+        built["graph"] = build(*a, **kw)
+        built["seconds"] = time.perf_counter() - start
+        return built["graph"]
+
+    datalab.knn_graph = knn_graph
     start = time.perf_counter()
-    graph = datalab.knn_graph(emb, k)
+    datalab.find_data_issues(emb, labels, probs, [""] * n, user_order=True)
     seconds = time.perf_counter() - start
-    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows = np.sort(np.random.default_rng(args.seed).choice(n, min(n, args.sample), replace=False))
     _, exact = datalab.exact_knn(emb, k, rows=rows)  # (S, k)
-    got = graph.indices.reshape(n, k)[rows]  # (S, k)
+    got = built["graph"].indices.reshape(n, k)[rows]  # (S, k)
     recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact)])
-    return dict(knn_s=seconds, knn_recall=float(recall), knn_exact=n <= datalab.EXACT_KNN_MAX)
+    print(json.dumps(dict(direct_data_issues_s=seconds, direct_knn_s=built["seconds"], direct_peak_rss_mb=peak,
+                          knn_recall=float(recall), knn_exact=n <= datalab.EXACT_KNN_MAX)))
 
 
 def main() -> None:
@@ -143,10 +168,15 @@ def main() -> None:
     parser.add_argument("--rss-cap-mb", type=float, default=12_000,
                         help="stop the run (SIGABRT, stack printed) past this RSS: keeps a shared machine alive")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--knn-recall", action="store_true",
-                        help="also build the k-NN graph here and measure its recall@10 against exact on 2,000 rows")
+    parser.add_argument("--data-issues", action="store_true",
+                        help="also run the data-issues stage alone in a fresh process: its seconds and peak RSS, "
+                             "and the k-NN graph's recall@10 against exact search on 2,000 rows")
+    parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # the child of --data-issues
+    parser.add_argument("--sample", type=int, default=2000, help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="more CLI options after --, e.g. -- --pca-dim 0")
     args = parser.parse_args()
+    if args.direct:
+        return _direct(args)
     rows = []
     for n in args.sizes:
         folder = args.work / str(n)
@@ -164,14 +194,14 @@ def main() -> None:
         seconds = summary.get("seconds", {})
         row = dict(n=n, generate_s=made, **run, seconds=seconds,
                    **(f1(out, flipped) if run["rc"] == 0 else {}),
-                   **(knn_recall(emb, seed=args.seed) if args.knn_recall else {}))
+                   **(data_issues_direct(folder, seed=args.seed) if args.data_issues else {}))
         rows.append(row)
         (folder / "result.json").write_text(json.dumps(row, indent=1))
         print(json.dumps({k: v for k, v in row.items() if k != "rss_trace"}), flush=True)
     print()
     print("| clips | wall s | peak RSS MB | " + " | ".join(f"{s} s/1k" for s in (*STAGES, "rest"))
-          + " | F1 | precision@k | k-NN recall@10 |")
-    print("|---:|---:|---:|" + "---:|" * (len(STAGES) + 1) + "---:|---:|---:|")
+          + " | F1 | precision@k | k-NN recall@10 | data_issues alone: s/1k, k-NN s, peak RSS MB |")
+    print("|---:|---:|---:|" + "---:|" * (len(STAGES) + 1) + "---:|---:|---:|---:|")
     for r in rows:
         sec = dict(r["seconds"])
         if sec:
@@ -181,8 +211,10 @@ def main() -> None:
             f", RSS cap at {r['capped_at_s']:.0f} s)" if r["capped_at_s"] else ")")
         knn = f"{r['knn_recall']:.4f}" + (" (exact)" if r["knn_exact"] else "") if "knn_recall" in r else "-"
         pak = f"{r['precision_at_k']:.3f}" if "precision_at_k" in r else "-"
+        alone = (f"{r['direct_data_issues_s'] / (r['n'] / 1000):.3f}, {r['direct_knn_s']:.0f}, "
+                 f"{r['direct_peak_rss_mb']:,.0f}") if "direct_data_issues_s" in r else "-"
         print(f"| {r['n']:,} | {r['wall_s']:.0f} | {r['peak_rss_mb']:,.0f} | " + " | ".join(per_k)
-              + f" | {status} | {pak} | {knn} |")
+              + f" | {status} | {pak} | {knn} | {alone} |")
 
 
 if __name__ == "__main__":

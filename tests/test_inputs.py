@@ -103,3 +103,15 @@ def test_a_segment_decodes_that_part_of_its_file_and_is_its_own_clip(fsdd_dir, t
     assert len(set(keys)) == 3 and keys[1] == clip_keys([path])[0]  # the whole file keeps its plain key
     with pytest.raises(audio.ClipError, match="past the end"):
         audio.probe(path, 100.0)
+
+
+def test_two_encoders_concatenate_their_features_each_with_its_own_cache(csv_run, ecapa, xvector_dir, cache_dir,
+                                                                         tmp_path):
+    _, result, folder = csv_run
+    both = audit.run(str(folder / "m.csv"), encoder=[ecapa, str(xvector_dir)], features="embedding",
+                     cache_dir=str(cache_dir), devices=1, progress=False, out=str(tmp_path / "o"))
+    assert both.embeddings.shape == (200, 192 + 512)
+    alone = audit.run(str(folder / "m.csv"), encoder=ecapa, features="embedding", cache_dir=str(cache_dir),
+                      devices=1, progress=False)
+    np.testing.assert_array_equal(both.embeddings[:, :192], alone.embeddings)  # ECAPA's part, from its cache
+    assert both.summary["encoder"] == [ecapa, str(xvector_dir)]
