@@ -11,8 +11,9 @@ Peak RSS is the child's own (getrusage of the waited child); a watchdog polls it
 --rss-cap-mb, sends SIGABRT: `python -X faulthandler` then prints the Python stack, which names the
 stage that broke (kept in OUT.stderr). F1 compares issues.csv's rows with the flipped rows.
 
-    .venv/bin/python bench/bench_million.py --sizes 10000 100000           # ~5 min on 2 cores
-    .venv/bin/python bench/bench_million.py --sizes 1000000 --rss-cap-mb 12000
+    .venv/bin/python bench/bench_million.py --sizes 10000 100000 --data-issues   # ~5 min on 2 cores
+    .venv/bin/python bench/bench_million.py --sizes 1000000 --data-issues        # ~5 min more; 1M x 512 = 2 GB
+    .venv/bin/python bench/bench_million.py --sizes 100000 -- --pca-dim 0        # options after -- go to the CLI
 
 Writes bench/out/million/<N>/ (data, OUT, stderr) and prints a markdown table (bench/RESULTS.md).
 """
