@@ -103,6 +103,7 @@ def audit(opts: RunOptions, report_top: int = 50) -> Result | None:
         from audit import precomputed
 
         outputs.write_outputs(out, files)
-        precomputed.write(out / "embeddings.parquet", result.data.files, result.data.emb)
+        if not resolved.embeddings:  # the user already holds them
+            precomputed.write(out / "embeddings.parquet", result.data.files, result.data.emb)
         build_report(out, top=report_top)
     return Result(run=result, files=files, out=out)

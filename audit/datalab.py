@@ -29,7 +29,13 @@ EXACT_KNN_MAX = 40_000
 # NN-descent keeps this many candidates per clip and returns the best k: recall@10 against exact 0.999 at
 # 1M and 0.9997 at 300k (0.995 with 20) on clustered synthetic 512-d embeddings.
 NN_DESCENT_NEIGHBORS = 30
-NN_DESCENT_SEED = 0  # the same graph, so the same outliers.csv and duplicates.csv, on every run
+NN_DESCENT_SEED = 0
+# Datalab's non-IID test compares the neighbours' index distances with those of P random orders and holds
+# P x N x k integers several times over (11.6 GB peak at 1M clips with its default P = 25). P shrinks so
+# that P x N x k stays under this (25 up to 200k clips, 5 at 1M); each permutation's statistic pools N x k
+# distances, so at large N a few permutations already pin its spread down.
+NON_IID_ENTRIES = 50_000_000
+NON_IID_MIN_PERMUTATIONS = 5  # the same graph, so the same outliers.csv and duplicates.csv, on every run
 
 
 @dataclass(frozen=True)
@@ -122,14 +128,21 @@ def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("cleanlab").setLevel(logging.ERROR)
-        lab.find_issues(features=emb.astype(np.float32), pred_probs=pred_probs,
-                        knn_graph=knn_graph(emb, device=device), issue_types={t: {} for t in types})
+        lab.find_issues(features=np.asarray(emb, dtype=np.float32), pred_probs=pred_probs,
+                        knn_graph=knn_graph(emb, device=device), issue_types={t: _issue_args(t, len(emb)) for t in types})
     summary = lab.get_issue_summary().reset_index(drop=True)
     found = [t for t in types if t in set(summary["issue_type"])]
     cols = [c for t in found for c in (f"is_{t}_issue", f"{t}_score")]
     per_clip = lab.get_issues()[[c for c in cols if c in lab.get_issues().columns]].reset_index(drop=True)
     near_sets = lab.get_issues("near_duplicate")["near_duplicate_sets"] if "near_duplicate" in found else None
     return DataIssues(summary=summary, per_clip=per_clip, duplicate_groups=_duplicate_groups(sha1, near_sets))
+
+
+def _issue_args(issue_type: str, n: int) -> dict:
+    """Datalab's arguments for one issue type: fewer non-IID permutations as N grows (see NON_IID_ENTRIES)."""
+    if issue_type != "non_iid":
+        return {}
+    return {"num_permutations": int(np.clip(NON_IID_ENTRIES // (n * KNN_K), NON_IID_MIN_PERMUTATIONS, 25))}
 
 
 def _duplicate_groups(sha1: list[str], near_sets) -> pd.DataFrame:

@@ -3,8 +3,13 @@
 Notation: N clips, D feature dim, P reduced dim, K classes, F outer folds, M heads per outer fold,
 I inner folds, G l2 values. Clip n belongs to fold folds[n]; the heads of outer fold f train only on
 clips outside fold f, so each row of the out-of-fold probabilities (N, K) comes from a head that
-never saw that clip. All heads are one (F, M, D, K) weight: one full-batch L-BFGS run fits them all,
-each masking the rows it must not see.
+never saw that clip. All heads are one (F, M, D, K) weight, fitted together, each masking the rows it
+must not see:
+  - up to MINIBATCH_FROM clips: one full-batch L-BFGS run in float64, to the optimum;
+  - above it: mini-batches of BATCH_ROWS rows in float32 (Adam, learning rate decayed linearly to 0),
+    so memory holds one batch's (F, M, B, K) logits, never (F, M, N, K), and the cost is linear in N.
+    The objective is the same (each batch's loss is scaled to estimate the full mean); tested against
+    the L-BFGS optimum on FSDD (see tests/test_heads.py for the tolerance).
 
 Per outer fold, from its training rows only:
   - standardization (mean and spread per dimension);
@@ -39,6 +44,12 @@ INNER_FOLDS = 3  # per outer fold: enough to rank a few strengths, 3x cheaper th
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # on standardized features; a decade apart
 PCA_OVERSAMPLE = 10  # extra random directions of the randomized PCA (Halko et al. 2011)
 PCA_POWER_ITERATIONS = 2
+MINIBATCH_FROM = 50_000  # clips; above, full-batch L-BFGS costs ~1.1 s per 1k clips and (F, M, N, K) logits
+BATCH_ROWS = 4096
+MINIBATCH_EPOCHS = 3
+MINIBATCH_MIN_STEPS = 600  # small sets get more epochs: Adam needs a few hundred steps to settle
+ADAM_LR = 0.02  # on standardized features; decayed linearly to 0 over the run
+PROB_CHUNK_ROWS = 65_536  # rows of probabilities computed at once
 LBFGS_ITERATIONS = 200  # the problem is convex and small: L-BFGS converges well within this
 # Stop when no gradient entry exceeds 1e-6 (sklearn's lbfgs stops at 1e-4): float64 keeps the optimum
 # itself stable to ~1e-6 when the embeddings move by float rounding (threads, ranks).
@@ -88,60 +99,91 @@ def iterative_folds(target: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
 
 
 class FoldHeads(L.LightningModule):
-    """F x M heads; head (f, m) reads input group g(f) of `x` and trains on the rows train_w[f, m] weighs.
+    """F x M heads; head (f, m) reads input group g(f) of `x` and trains on the rows train[f, m] marks.
 
     x: (G, N, D) with G = 1 (every fold reads the same rows) or G = F (a projection per fold).
     Each fold's standardization (mean, std) (F, D) is folded into its weights, so x is never copied.
+    `batch_rows` None: full-batch L-BFGS; a number: mini-batches of that many rows for `epochs` epochs.
     """
 
-    def __init__(self, x: torch.Tensor, labels: np.ndarray, train_w: torch.Tensor, mean: torch.Tensor,
-                 std: torch.Tensor, n_classes: int, l2: torch.Tensor):
+    def __init__(self, x: torch.Tensor, labels: np.ndarray, train: torch.Tensor, mean: torch.Tensor,
+                 std: torch.Tensor, n_classes: int, l2: torch.Tensor, batch_rows: int | None = None,
+                 epochs: int = 1, seed: int = 0):
         super().__init__()
-        n_folds, n_heads, _ = train_w.shape
+        n_folds, n_heads, n = train.shape
+        self.batch_rows, self.epochs, self.seed = batch_rows, epochs, seed
         self.register_buffer("x", x)  # (G, N, D)
         self.multi_label = labels.ndim == 2
         # (N,) class ids, or (N, K) multi-hot targets of the one-vs-rest sigmoid heads
         self.register_buffer("labels", torch.tensor(labels, dtype=x.dtype if self.multi_label else torch.long))
-        self.register_buffer("train_w", train_w)  # (F, M, N) averaging weights over each head's training rows
-        self.register_buffer("mean", mean)  # (F, D)
-        self.register_buffer("std", std)  # (F, D)
-        self.register_buffer("l2", l2)  # (F, M)
+        # (F, M, N) averaging weights over each head's training rows
+        self.register_buffer("train_w", train.to(x.dtype) / train.sum(-1, keepdim=True).clamp_min(1))
+        self.register_buffer("mean", mean.to(x.dtype))  # (F, D)
+        self.register_buffer("std", std.to(x.dtype))  # (F, D)
+        self.register_buffer("l2", torch.as_tensor(l2, dtype=x.dtype).expand(n_folds, n_heads).contiguous())  # (F, M)
         dim = x.shape[-1]
         self.weight = torch.nn.Parameter(torch.zeros(n_folds, n_heads, dim, n_classes, dtype=x.dtype))  # (F, M, D, K)
         self.bias = torch.nn.Parameter(torch.zeros(n_folds, n_heads, n_classes, dtype=x.dtype))  # (F, M, K)
 
-    def logits(self) -> torch.Tensor:
+    def logits(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(F, M, R, K) for `rows` (R,) (default: all N)."""
+        x = self.x if rows is None else self.x[:, rows]  # (G, R, D)
         # Standardization folded into the weights: ((x - m) / s) W = x (W / s) - (m / s) W
         w = self.weight / self.std[:, None, :, None]  # (F, M, D, K)
         b = self.bias - torch.einsum("fd,fmdk->fmk", self.mean, w)  # (F, M, K)
         n_folds, n_heads, dim, k = w.shape
-        n = self.x.shape[1]
-        if self.x.shape[0] == 1:
-            # One (N, D) x (D, F*M*K) matmul: broadcasting x to (F, N, D) would keep F copies for backward.
-            z = self.x[0] @ w.permute(2, 0, 1, 3).reshape(dim, -1)  # (N, F*M*K)
-            z = z.view(n, n_folds, n_heads, k).permute(1, 2, 0, 3)  # (F, M, N, K)
+        n = x.shape[1]
+        if x.shape[0] == 1:
+            # One (R, D) x (D, F*M*K) matmul: broadcasting x to (F, R, D) would keep F copies for backward.
+            z = x[0] @ w.permute(2, 0, 1, 3).reshape(dim, -1)  # (R, F*M*K)
+            z = z.view(n, n_folds, n_heads, k).permute(1, 2, 0, 3)  # (F, M, R, K)
         else:
-            z = torch.bmm(self.x, w.permute(0, 2, 1, 3).reshape(n_folds, dim, -1))  # (F, N, M*K)
-            z = z.view(n_folds, n, n_heads, k).permute(0, 2, 1, 3)  # (F, M, N, K)
+            z = torch.bmm(x, w.permute(0, 2, 1, 3).reshape(n_folds, dim, -1))  # (F, R, M*K)
+            z = z.view(n_folds, n, n_heads, k).permute(0, 2, 1, 3)  # (F, M, R, K)
         return z + b[:, :, None, :]
 
     def training_step(self, batch, batch_idx):
-        z = self.logits()  # (F, M, N, K)
-        ce = clip_loss(z, self.labels)  # (F, M, N)
-        loss = (ce * self.train_w).sum(-1) + self.l2 * self.weight.square().sum((-2, -1))  # (F, M)
+        rows = None if self.batch_rows is None else batch  # (B,) row ids of a mini-batch
+        z = self.logits(rows)  # (F, M, B, K)
+        if rows is None:
+            labels, w = self.labels, self.train_w
+        else:  # the batch's share of each head's mean loss, scaled up to estimate the whole mean
+            labels, w = self.labels[rows], self.train_w[..., rows] * (self.train_w.shape[-1] / len(rows))
+        ce = clip_loss(z, labels)  # (F, M, B)
+        loss = (ce * w).sum(-1) + self.l2 * self.weight.square().sum((-2, -1))  # (F, M)
         return loss.sum()
 
     def configure_optimizers(self):
-        return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20,
-                                 tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+        if self.batch_rows is None:
+            return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20,
+                                     tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.Adam(self.parameters(), lr=ADAM_LR)
+        steps = self.epochs * -(-self.train_w.shape[-1] // self.batch_rows)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
     def train_dataloader(self):
-        return DataLoader([0])  # the data lives in buffers: one full-batch step per epoch
+        if self.batch_rows is None:
+            return DataLoader([0])  # the data lives in buffers: one full-batch step per epoch
+        return DataLoader(range(self.train_w.shape[-1]), batch_size=self.batch_rows, shuffle=True,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     @torch.no_grad()
-    def probs(self) -> torch.Tensor:
-        z = self.logits()  # (F, M, N, K)
+    def probs(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(F, M, R, K) probabilities of `rows` (default: all N)."""
+        z = self.logits(rows)
         return z.sigmoid() if self.multi_label else z.softmax(-1)
+
+    @torch.no_grad()
+    def own_fold_probs(self, folds: np.ndarray) -> np.ndarray:
+        """(N, K) float64: each clip's probabilities from head (folds[n], 0), PROB_CHUNK_ROWS rows at a time."""
+        folds = torch.as_tensor(folds)
+        out = []
+        for start in range(0, len(folds), PROB_CHUNK_ROWS):
+            rows = torch.arange(start, min(start + PROB_CHUNK_ROWS, len(folds)), device=self.x.device)
+            p = self.probs(rows)[:, 0]  # (F, R, K)
+            out.append(p[folds[start:start + len(rows)].to(p.device), torch.arange(len(rows))].double().cpu().numpy())
+        return np.concatenate(out)
 
 
 def clip_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -169,48 +211,76 @@ def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_cl
     strata = Labels(list(range(labels.shape[1])), labels).strata() if labels.ndim == 2 else None
     chosen = choose_l2(fold_x, labels, folds, mean, std, n_classes, seed, accelerator, strata) if l2 == "auto" else \
         torch.full((n_folds, 1), float(l2), dtype=torch.float64)  # (F, 1)
-    p = fit_heads(fold_x, labels, outer[:, None, :], mean, std, n_classes, chosen, accelerator)[:, 0]  # (F, N, K)
-    p = p[torch.as_tensor(folds), torch.arange(p.shape[1])].double().numpy()  # (N, K): each row from its own fold
+    heads = fit_heads(fold_x, labels, outer[:, None, :], mean, std, n_classes, chosen, accelerator, seed)
+    p = heads.own_fold_probs(folds)  # (N, K): each row from its own fold
     return p if labels.ndim == 2 else p / p.sum(1, keepdims=True)
 
 
-def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str) -> torch.Tensor:
-    """Fits F x M heads (see FoldHeads); `train` (F, M, N) bool. Returns their probabilities (F, M, N, K)."""
-    train_w = train.to(x.dtype) / train.sum(-1, keepdim=True).clamp_min(1)  # (F, M, N)
-    l2 = torch.as_tensor(l2, dtype=x.dtype).expand(train.shape[:2]).contiguous()  # (F, M)
-    heads = FoldHeads(x, labels, train_w, mean, std, n_classes, l2)
+def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str, seed: int = 0) -> FoldHeads:
+    """Fits F x M heads (see FoldHeads) on `train` (F, M, N) bool; full-batch or mini-batches by N."""
+    n = x.shape[1]
+    minibatch = n > MINIBATCH_FROM
+    epochs = max(MINIBATCH_EPOCHS, -(-MINIBATCH_MIN_STEPS // -(-n // BATCH_ROWS))) if minibatch else 1
+    heads = FoldHeads(x, labels, train, mean, std, n_classes, l2, batch_rows=BATCH_ROWS if minibatch else None,
+                      epochs=epochs, seed=seed)
     # One process fits the heads even inside a multi-rank job: LightningEnvironment keeps Lightning
     # from matching devices=1 against SLURM's task count.
     with _deterministic_here():
-        trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False,
+        trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             deterministic=True, plugins=[LightningEnvironment()])
         trainer.fit(heads)
-    _warn_if_not_converged(trainer.optimizers[0])
-    return heads.probs().cpu()
+    if not minibatch:
+        _warn_if_not_converged(trainer.optimizers[0])
+    return heads
 
 
 def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int):
-    """(x (G, N, D'), mean (F, D'), std (F, D')): each fold's standardization, after its own PCA if D > pca_dim."""
+    """(x (G, N, D'), mean (F, D'), std (F, D')): each fold's standardization, after its own PCA if D > pca_dim.
+
+    float64 up to MINIBATCH_FROM clips (the L-BFGS optimum stays put to ~1e-6 when the embeddings move
+    by float rounding); above it float32, and float32 input is used as it is, not copied.
+    """
     n_folds = int(folds.max()) + 1
-    x_t = torch.as_tensor(x, dtype=torch.float64)  # (N, D)
+    dtype = torch.float64 if len(x) <= MINIBATCH_FROM else torch.float32
+    x_t = torch.as_tensor(np.asarray(x), dtype=dtype)  # (N, D)
     train = torch.as_tensor(folds)[None, :] != torch.arange(n_folds)[:, None]  # (F, N)
-    w = train.double() / train.sum(1, keepdim=True)  # (F, N)
-    mean = w @ x_t  # (F, D)
-    std = (w @ x_t.square() - mean.square()).clamp_min(1e-12).sqrt()  # (F, D)
+    mean, std = _fold_moments(x_t, torch.as_tensor(folds), n_folds)
     if not pca_dim or x.shape[1] <= max(pca_dim, PCA_FROM_DIM):
         return x_t[None], mean, std
+    # The PCA itself in float64 at any N: whitening lifts the weakest kept directions, and a float32
+    # range finder moved them enough to change FSDD probabilities by up to 0.25 (measured).
     generator = torch.Generator().manual_seed(seed)
     dim = min(pca_dim, int(train.sum(1).min()) - 1)  # the same P for every fold: at most its training rows - 1
+    x64 = x_t.double()
     projected = []
     for f in range(n_folds):
-        z = (x_t - mean[f]) / std[f]  # (N, D) standardized by fold f's training rows
+        z = (x64 - mean[f]) / std[f]  # (N, D) standardized by fold f's training rows
         basis = _top_components(z[train[f]], dim, generator)  # (D, P), from training rows only
-        projected.append(z @ basis)  # (N, P)
+        projected.append((z @ basis).to(dtype))  # (N, P)
+        del z
+    del x64
     xp = torch.stack(projected)  # (F, N, P)
-    pmean = torch.stack([xp[f][train[f]].mean(0) for f in range(n_folds)])  # (F, P), ~0
-    pstd = torch.stack([xp[f][train[f]].std(0) for f in range(n_folds)]).clamp_min(1e-12)  # (F, P): whitened
+    del projected
+    pmean = torch.stack([xp[f][train[f]].double().mean(0) for f in range(n_folds)])  # (F, P), ~0
+    pstd = torch.stack([xp[f][train[f]].double().std(0) for f in range(n_folds)]).clamp_min(1e-12)  # (F, P): whitened
     return xp, pmean, pstd
+
+
+def _fold_moments(x: torch.Tensor, folds: torch.Tensor, n_folds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (F, D) float64 of each fold's training rows (all rows outside fold f), in row chunks."""
+    sums = torch.zeros(n_folds, x.shape[1], dtype=torch.float64)  # (F, D) per fold's own rows
+    squares = torch.zeros_like(sums)
+    for start in range(0, len(x), PROB_CHUNK_ROWS):
+        chunk = x[start:start + PROB_CHUNK_ROWS].double()  # (R, D)
+        one_hot = F.one_hot(folds[start:start + len(chunk)], n_folds).double()  # (R, F)
+        sums += one_hot.T @ chunk
+        squares += one_hot.T @ chunk.square()
+    counts = torch.bincount(folds, minlength=n_folds).double()  # (F,)
+    n_train = (len(x) - counts)[:, None]  # (F, 1)
+    mean = (sums.sum(0) - sums) / n_train
+    std = ((squares.sum(0) - squares) / n_train - mean.square()).clamp_min(1e-12).sqrt()
+    return mean, std
 
 
 def _top_components(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -249,15 +319,20 @@ def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accel
     train = (inner[:, None, :] >= 0) & (inner[:, None, :] != ids[None, :, None])  # (F, I, N)
     train = train.repeat_interleave(len(grid), dim=1)  # (F, I*G, N)
     l2 = grid.repeat(n_inner)[None, :].expand(n_folds, -1)  # (F, I*G)
-    p = fit_heads(fold_x, labels, train, mean, std, n_classes, l2, accelerator)  # (F, I*G, N, K)
+    heads = fit_heads(fold_x, labels, train, mean, std, n_classes, l2, accelerator, seed)
     held = (inner[:, None, :] == ids[None, :, None]).repeat_interleave(len(grid), dim=1)  # (F, I*G, N)
     y = torch.as_tensor(labels)
-    if y.ndim == 2:  # summed binary log-loss of the one-vs-rest heads
-        p = p.clamp(1e-12, 1 - 1e-12)
-        nll = -(y * p.log() + (1 - y) * (1 - p).log()).sum(-1)  # (F, I*G, N)
-    else:
-        nll = -p[..., torch.arange(len(labels)), y].clamp_min(1e-12).log()  # (F, I*G, N)
-    loss = (nll * held).sum(-1).view(n_folds, n_inner, len(grid)).sum(1)  # (F, G)
+    loss = torch.zeros(held.shape[:2], dtype=torch.float64)  # (F, I*G) summed held-out log-loss
+    for start in range(0, len(labels), PROB_CHUNK_ROWS):
+        rows = torch.arange(start, min(start + PROB_CHUNK_ROWS, len(labels)))
+        p = heads.probs(rows.to(heads.x.device)).cpu().double()  # (F, I*G, R, K)
+        if y.ndim == 2:  # summed binary log-loss of the one-vs-rest heads
+            p = p.clamp(1e-12, 1 - 1e-12)
+            nll = -(y[rows] * p.log() + (1 - y[rows]) * (1 - p).log()).sum(-1)  # (F, I*G, R)
+        else:
+            nll = -p[..., torch.arange(len(rows)), y[rows]].clamp_min(1e-12).log()  # (F, I*G, R)
+        loss += (nll * held[..., rows]).sum(-1)
+    loss = loss.view(n_folds, n_inner, len(grid)).sum(1)  # (F, G)
     return grid[loss.argmin(1)][:, None]  # (F, 1)
 
 

@@ -100,7 +100,8 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     meta = [embedded.meta[i] for i in keep]
     return EmbeddedClips(clips=clips, files=[manifest.files[i] for i in keep], sha1=[m.get("sha1", "") for m in meta],
                          health=[health.from_meta(m) for m in meta],
-                         classes=labels.classes, labels=labels.target, emb=embedded.emb[ok], skipped=skipped, seconds=seconds,
+                         classes=labels.classes, labels=labels.target, emb=embedded.emb if ok.all() else embedded.emb[ok],
+                         skipped=skipped, seconds=seconds,
                          facts=facts, user_order=manifest.source == "table")
 
 
@@ -158,9 +159,25 @@ def fold_ids(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return heads.iterative_folds(labels, n_folds, seed)
 
 
+MAP_CHUNK_ROWS = 65_536  # rows of the embeddings read at once for the 2-D map: memory stays flat in N
+
+
 def pca_2d(emb: np.ndarray) -> np.ndarray:
-    """(N, 2) coordinates: the first two principal components of the standardized embeddings."""
-    x = (emb - emb.mean(0)) / (emb.std(0) + 1e-8)  # (N, D)
-    _, _, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
-    coords = x @ vt[:2].T  # (N, 2)
-    return coords * np.sign(vt[:2].sum(1))  # a fixed sign per axis: the map doesn't flip between runs
+    """(N, 2) coordinates: the first two principal components of the standardized embeddings.
+
+    From the (D, D) covariance, accumulated in float64 over row chunks: linear in N, nothing (N, D) copied.
+    """
+    n, dim = emb.shape
+    total, cross = np.zeros(dim), np.zeros((dim, dim))
+    for start in range(0, n, MAP_CHUNK_ROWS):
+        chunk = np.asarray(emb[start:start + MAP_CHUNK_ROWS], dtype=np.float64)  # (R, D)
+        total += chunk.sum(0)
+        cross += chunk.T @ chunk
+    mean = total / n
+    std = np.sqrt(np.clip(np.diag(cross) / n - mean**2, 0, None)) + 1e-8  # (D,)
+    corr = (cross / n - np.outer(mean, mean)) / np.outer(std, std)  # (D, D) covariance of the standardized rows
+    _, vectors = np.linalg.eigh(corr)  # ascending eigenvalues
+    axes = vectors[:, ::-1][:, :2] / std[:, None]  # (D, 2): the top two directions, read on the raw rows
+    axes = axes * np.sign(vectors[:, ::-1][:, :2].sum(0))  # a fixed sign per axis: the map doesn't flip between runs
+    return np.concatenate([(np.asarray(emb[s:s + MAP_CHUNK_ROWS], dtype=np.float64) - mean) @ axes
+                           for s in range(0, n, MAP_CHUNK_ROWS)])

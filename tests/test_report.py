@@ -207,6 +207,35 @@ def test_review_decisions_persist_and_export_a_corrected_manifest(report_run, br
     assert browser.save_screenshot(str(artefacts / "report-review.png"))
 
 
+def test_a_run_too_large_for_the_page_exports_the_reviewed_cards_only(report_run, browser, tmp_path, monkeypatch):
+    """Above REVIEW_ALL_ROWS_MAX clips the page carries only its cards' rows (1M paths were a 68 MB page)."""
+    from selenium.webdriver.common.by import By
+
+    from audit import report
+    from audit.outputs import read_run
+
+    monkeypatch.setattr(report, "REVIEW_ALL_ROWS_MAX", 10)
+    run = read_run(report_run)
+    page = report.render_report(run, tmp_path / "large.html", top=5)
+    cards = run.scores[run.scores["is_label_issue"]].head(5)
+    files = run.clip_map.set_index("row")["file"]
+    assert "merge it into your manifest by path" in page.read_text()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get(page.as_uri())
+    browser.execute_script("localStorage.clear()")
+    browser.refresh()
+    browser.find_element(By.ID, f"issue-{cards.iloc[0].row}").find_element(By.CSS_SELECTOR, "button.accept").click()
+    browser.find_element(By.ID, "export-csv").click()
+    table = list(csv.reader(io.StringIO(_wait_for_download(downloads, "*-corrected.csv").read_text(encoding="utf-8"),
+                                        newline="")))
+    assert [r[0] for r in table[1:]] == [files[r] for r in sorted(cards["row"])]  # the cards, in row order
+    decided = {r[0]: (r[1], r[3]) for r in table[1:]}
+    assert decided[files[cards.iloc[0].row]] == (cards.iloc[0].suggested_label, "accept")
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def test_report_command_rebuilds_the_page(report_run, tmp_path):
     (report_run / "report.html").unlink()
     assert main(["report", str(report_run), "--top", "3"]) == 0

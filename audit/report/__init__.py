@@ -19,6 +19,9 @@ MEDIA_SECONDS = 10.0  # longer clips are cut in the page: it stays light
 DEFAULT_TOP = 50
 MAX_MAP_POINTS = 5000  # every flagged clip, plus a seeded sample of the rest
 MAX_TABLE_ROWS = 200
+# Up to this many clips the page carries every clip's path and labels, and exports a corrected manifest of
+# all of them; above it (~60 MB of page at 1M clips) only the clips on cards, merged into the manifest by path.
+REVIEW_ALL_ROWS_MAX = 100_000
 HEALTH_MEDIA = 20  # audio-health rows with their audio embedded: the page stays light
 HERE = Path(__file__).parent
 
@@ -79,14 +82,23 @@ def _review(run, names: list, labels: np.ndarray, suggested: np.ndarray, card_ro
     Paths are absolute (map.csv's `file`), as in --relabel-out's manifest: the exported CSV lands in a
     downloads folder, where a path relative to the user's manifest would point nowhere. The key that
     stores decisions in the browser is unique to the run: output folder name + finished_at.
+    Above REVIEW_ALL_ROWS_MAX clips only the card rows are carried (`partial`): path, given and
+    suggested become {row: value} for those rows.
     """
     s = run.summary
     name = Path(s["options"].get("out") or Path(path).resolve().parent).name or "audit"
     # tag sets: a card offers its suggested set, then its given one; classes: the 9 likeliest
     ranked = {str(r): [int(suggested[r]), int(labels[r])] if multi else
               np.argsort(-run.pred_probs[r], kind="stable")[:9].tolist() for r in card_rows}
-    return {"key": f"audit-review:{name}:{s['finished_at']}", "name": name, "classes": names,
-            "path": run.clip_map["file"].tolist(), "given": labels.tolist(), "suggested": suggested.tolist(),
+    files = run.clip_map["file"].tolist()
+    partial = len(files) > REVIEW_ALL_ROWS_MAX
+    if partial:
+        rows = sorted(card_rows)
+        path, given, sugg = ({r: values[r] for r in rows} for values in (files, labels.tolist(), suggested.tolist()))
+    else:
+        rows, path, given, sugg = list(range(len(files))), files, labels.tolist(), suggested.tolist()
+    return {"key": f"audit-review:{name}:{s['finished_at']}", "name": name, "classes": names, "rows": rows,
+            "partial": partial, "n_clips": len(files), "path": path, "given": given, "suggested": sugg,
             "ranked": ranked}
 
 

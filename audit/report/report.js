@@ -27,7 +27,7 @@
       Object.keys(saved).forEach(function (row) {
         var d = saved[row], r = Number(row);
         // what another version of the page stored, or a hand edit, is dropped rather than exported
-        if (Number.isInteger(r) && r >= 0 && r < data.path.length && d && DECISIONS[d.decision] &&
+        if (Number.isInteger(r) && r >= 0 && data.path[r] !== undefined && d && DECISIONS[d.decision] &&
             typeof d.label === "string" && typeof d.at === "string") {
           decisions[r] = { decision: d.decision, label: d.label, at: d.at };
         }
@@ -113,10 +113,10 @@
 
   function exportCsv() {
     var lines = [csvLine(["path", "label", "original_label", "decision"])];
-    for (var r = 0; r < data.path.length; r++) {
+    data.rows.forEach(function (r) {  // every clip, or only the cards' where the run is too large (data.partial)
       var given = label(data.given[r]), d = decisions[r];
       lines.push(csvLine([data.path[r], d ? d.label : given, given, d ? d.decision : "unreviewed"]));
-    }
+    });
     download(lines.join(""), "text/csv", fileStem() + "-corrected.csv");
   }
 
