@@ -58,6 +58,10 @@ def pca_arg(text: str) -> int | None:
     return int_at_least(0)(text) or None
 
 
+def pca_or_auto(text: str) -> int | str | None:
+    return "auto" if text == "auto" else pca_arg(text)
+
+
 def any_int(text: str) -> int:
     try:
         return int(text)
@@ -133,14 +137,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--l2", type=l2_arg, default=o.DEFAULT_L2,
                    help="L2 penalty of the linear heads on standardized features, or 'auto': chosen per fold "
                         "by inner cross-validation on that fold's training clips (default: %(default)s)")
-    h.add_argument("--pca-dim", type=pca_arg, default=o.DEFAULT_PCA_DIM, metavar="P",
+    h.add_argument("--pca-dim", type=pca_or_auto, default="auto", metavar="P",
                    help="features wider than 1,024 dims (the pooled frame statistics) are reduced to P dims per "
-                        "fold by a PCA fitted on that fold's training clips; 0: never (default: %(default)s)")
+                        "fold by a PCA fitted on that fold's training clips; 0: never; auto (default): "
+                        f"{o.DEFAULT_PCA_DIM}, {o.MULTILABEL_PCA_DIM} with --multi-label)")
     h.add_argument("--seed", type=any_int, default=0, help="seeds folds and training (default: %(default)s)")
     h.add_argument("--rank-by", choices=o.RANK_BY, default="self_confidence",
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
-    h.add_argument("--filter-by", choices=o.FILTER_BY, default=o.DEFAULT_FILTER_BY,
-                   help="cleanlab's rule for which clips are issues (default: %(default)s)")
+    h.add_argument("--filter-by", choices=o.FILTER_BY, default=None,
+                   help=f"cleanlab's rule for which clips are issues (default: {o.DEFAULT_FILTER_BY}, "
+                        f"{o.MULTILABEL_FILTER_BY} with --multi-label)")
     out = p.add_argument_group("output")
     out.add_argument("--top", type=int_at_least(0), default=10, help="issues to print at the end (default: %(default)s)")
     out.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")

@@ -23,7 +23,7 @@ import numpy as np
 from audit import heads
 from audit.errors import UserError
 from audit.label_issues import find_label_issues
-from audit.options import DEFAULT_FILTER_BY, DEFAULT_FOLDS, DEFAULT_L2, DEFAULT_PCA_DIM
+from audit.options import DEFAULT_FOLDS, DEFAULT_L2, task_defaults
 
 METRICS = ("precision", "recall", "f1", "ap", "auroc", "precision_at_k")
 NOISE_KINDS = ("uniform", "confusable")
@@ -127,10 +127,11 @@ def _reference_multi_label(emb, noisy, seed):
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kind: str, repeats: int,
              seed: int, baseline: str | None, folds: int = DEFAULT_FOLDS, l2: float | str = DEFAULT_L2,
-             pca_dim: int | None = DEFAULT_PCA_DIM,
-             rank_by: str = "self_confidence", filter_by: str = DEFAULT_FILTER_BY,
+             pca_dim: int | None | str = "auto",
+             rank_by: str = "self_confidence", filter_by: str | None = None,
              accelerator: str = "cpu", progress=None) -> list[dict]:
-    """One record per (noise, method): metric -> {mean, std, runs}."""
+    """One record per (noise, method): metric -> {mean, std, runs}. pca_dim "auto", filter_by None: by task."""
+    pca_dim, filter_by = task_defaults(labels.ndim == 2, pca_dim, filter_by)
     opts = dict(folds=folds, seed=seed, l2=l2, pca_dim=pca_dim, rank_by=rank_by, filter_by=filter_by,
                 accelerator=accelerator)
     confusion = None

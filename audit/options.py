@@ -31,6 +31,10 @@ MIN_FOLDS = 2
 DEFAULT_FOLDS = 5
 DEFAULT_L2 = 1e-2  # on standardized embeddings; chosen on FSDD by CV accuracy (bench/RESULTS.md)
 DEFAULT_PCA_DIM = 128
+# Tag sets: one clip holds 2-3 sources, and K sigmoid heads read more of the frame statistics. On both
+# multi-label sets (FSDD digits and espeak-ng words, bench/RESULTS.md) 256 dims beat 128 by 0.04-0.15 F1
+# and 0.05-0.15 AP; 384 was no better.
+MULTILABEL_PCA_DIM = 256
 PCA_FROM_DIM = 1024  # only wider features are reduced: final embeddings (192-512) lost accuracy to a PCA
 DEFAULT_WINDOW_SECONDS = 10.0  # AudioSet's clip length; x-vector/ECAPA saw 2-4 s crops in training
 DEFAULT_HOP_SECONDS = 10.0  # no overlap: cost grows with the audio's length, not faster
@@ -41,6 +45,9 @@ FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learnin
 # rate) under-flags; prune_by_class had the best F1 on 5 of 6 set x noise cells (bench/filter_study.py,
 # bench/RESULTS.md), with precision still >= 0.91.
 DEFAULT_FILTER_BY = "prune_by_class"
+# Tag sets: confident_learning had the best F1 on both multi-label sets at every PCA width (+0.03-0.06
+# over prune_by_class), bench/RESULTS.md.
+MULTILABEL_FILTER_BY = "confident_learning"
 MAX_NOISE = 0.5  # beyond it the flipped labels are the majority: there is nothing left to find
 
 
@@ -71,10 +78,10 @@ class RunOptions:
     shard_clips: int = SHARD_CLIPS
     folds: int = DEFAULT_FOLDS
     l2: float | str = DEFAULT_L2  # or "auto": chosen per fold by inner cross-validation (heads.py)
-    pca_dim: int | None = DEFAULT_PCA_DIM  # wider features are reduced per fold (heads.py); None: never
+    pca_dim: int | None | str = "auto"  # wider features are reduced per fold (heads.py); None: never; auto: by task
     seed: int = 0
     rank_by: str = "self_confidence"
-    filter_by: str = DEFAULT_FILTER_BY
+    filter_by: str | None = None  # None: by task (task_defaults)
     progress: bool = True
 
     def __post_init__(self):
@@ -89,7 +96,8 @@ class RunOptions:
         if not (self.layer in ("last", "mean") or str(self.layer).lstrip("-").isdigit()):
             raise UserError(f"--layer {self.layer}: last, mean, or a hidden-state index (an integer)")
         _choice("rank-by", self.rank_by, RANK_BY)
-        _choice("filter-by", self.filter_by, FILTER_BY)
+        if self.filter_by is not None:
+            _choice("filter-by", self.filter_by, FILTER_BY)
         if self.devices != "auto" and not (isinstance(self.devices, int) and self.devices >= 1):
             raise UserError(f"--devices {self.devices}: a positive number of devices or 'auto'")
         _at_least("num-nodes", self.num_nodes, 1)
@@ -97,7 +105,7 @@ class RunOptions:
         _at_least("folds", self.folds, MIN_FOLDS)
         if self.num_workers is not None:
             _at_least("num-workers", self.num_workers, 0)
-        if self.pca_dim is not None:
+        if self.pca_dim not in (None, "auto"):
             _at_least("pca-dim", self.pca_dim, 1)
         if self.frames_dim is not None:
             _at_least("frames-dim", self.frames_dim, 1)
@@ -122,11 +130,19 @@ class RunOptions:
         from audit.devices import resolve_accelerator
 
         accelerator = resolve_accelerator(self.accelerator)
+        pca_dim, filter_by = task_defaults(self.multi_label, self.pca_dim, self.filter_by)
         return replace(
-            self, accelerator=accelerator,
+            self, accelerator=accelerator, pca_dim=pca_dim, filter_by=filter_by,
             batch_seconds=self.batch_seconds or DEFAULT_BATCH_SECONDS[accelerator],
             num_workers=default_workers() if self.num_workers is None else self.num_workers,
             cache_dir=self.cache_dir or default_cache_dir(self.out))
+
+
+def task_defaults(multi_label: bool, pca_dim="auto", filter_by: str | None = None) -> tuple[int | None, str]:
+    """(pca_dim, filter_by) with "auto" / None filled in for single labels or tag sets."""
+    if pca_dim == "auto":
+        pca_dim = MULTILABEL_PCA_DIM if multi_label else DEFAULT_PCA_DIM
+    return pca_dim, filter_by or (MULTILABEL_FILTER_BY if multi_label else DEFAULT_FILTER_BY)
 
 
 def describe(data) -> str:

@@ -28,6 +28,7 @@ OUT = ROOT / "bench" / "out"
 EMBEDDING_DIM = 192  # ECAPA's final embedding: the last columns of frames+embedding
 # name -> (representation, l2, pca_dim)
 CONFIGS = {
+    "frames, defaults": ("frames", 0.01, "auto"),  # PCA and filter_by by task (options.task_defaults)
     "embedding, l2 0.01": ("embedding", 0.01, None),
     "embedding, l2 auto": ("embedding", "auto", None),
     "frames, pca 128, l2 0.01": ("frames", 0.01, 128),
@@ -45,6 +46,8 @@ def build(name: str, work: Path) -> Path:
     folder = work / name
     if (folder / "manifest.csv").is_file():
         return folder / "manifest.csv"
+    if name == "multilabel-words":  # mixtures of the words set's clips
+        return ms.build_multilabel_words(folder, build("words", work).parent).manifest
     builder = {"fsdd-digits": ms.build_fsdd_digits, "fsdd-speakers": ms.build_fsdd_speakers,
                "words": ms.build_words, "multilabel": ms.build_multilabel}[name]
     return builder(folder).manifest
@@ -68,6 +71,7 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.05)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--work", default=str(OUT / "sets"))
+    p.add_argument("--json", default=str(OUT / "eval_sets.json"), help="where the records go")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -83,7 +87,7 @@ def main() -> None:
     for set_name in args.sets:
         manifest = build(set_name, work)
         t = time.perf_counter()
-        multi = set_name == "multilabel"  # tags = the 2-3 digits of each clip
+        multi = set_name.startswith("multilabel")  # tags = the 2-3 digits or words of each clip
         data = embed_dataset(RunOptions(data=str(manifest), encoder=str(ecapa_dir()), features="frames+embedding",
                                         frames_dim=None, multi_label=multi,
                                         cache_dir=str(OUT / "cache"), accelerator="cpu", progress=False).resolve())
@@ -106,7 +110,7 @@ def main() -> None:
                 records.append(row)
                 print(json.dumps(row), flush=True)
     OUT.mkdir(exist_ok=True)
-    (OUT / "eval_sets.json").write_text(json.dumps(records, indent=2))
+    Path(args.json).write_text(json.dumps(records, indent=2))
     print("\n| set | noise | configuration | F1 | AP | precision | recall | seconds |\n|---|---|---|---|---|---|---|---|")
     for r in records:
         print(f"| {r['set']} ({r['n']}, {r['classes']} classes) | {args.noise:.0%} {r['kind']} | {r['config']} | "

@@ -14,6 +14,9 @@ then extra columns, and DIR/build.json with the resolved options, seed, tool ver
                  = 1,200                                noise, snr_db, seconds   white/pink noise 20-30 dB SNR
   multilabel     1,500                 its digits,      speaker, sequence,       2-3 distinct digits of one
                                        sorted: "3;7"    sources                  FSDD speaker, 16 kHz
+  multilabel-    1,500                 its words,       voice, sequence,         2-3 distinct words of one
+  words                                sorted           sources                  espeak-ng voice (from a
+                                                                                 built words set: --words)
   long           40 files of 2-5 min   the digit said   speaker, seconds,        one FSDD speaker's digits,
                                        most             dominant_share           16 kHz
   long-switch    1 file of 5 min       the last 4       speaker, first_digit,    minute 1: digit A repeated,
@@ -377,6 +380,36 @@ def build_multilabel(out: Path, n: int = MULTILABEL_CLIPS, seed: int = 0, folder
                   {"n": n, "seed": seed, "fsdd": str(clips[0].path.parent), "sample_rate": SAMPLE_RATE})
 
 
+def build_multilabel_words(out: Path, words: Path, n: int = MULTILABEL_CLIPS, seed: int = 0) -> Built:
+    """Clips of 2-3 distinct words said by one espeak-ng voice of the words set in `words` (its manifest);
+    label = the words, sorted, joined by ';'. Noise: each word keeps its own (20-30 dB SNR)."""
+    start, out = time.perf_counter(), prepared(out)
+    with open(words / "manifest.csv", newline="") as f:
+        source = list(csv.DictReader(f))
+    if not source:
+        raise FileNotFoundError(f"{words / 'manifest.csv'}: build the words set first")
+    by_voice: dict[str, dict[str, str]] = {}
+    for row in source:
+        by_voice.setdefault(row["voice"], {})[row["label"]] = row["path"]
+    voices = sorted(v for v, said in by_voice.items() if len(said) >= MULTILABEL_DIGITS[1])
+    rows, total = [], 0.0
+    for i in tqdm(range(n), desc="multilabel-words", unit="clip", leave=False):
+        rng = clip_rng(seed, i)
+        voice = voices[rng.integers(len(voices))]
+        said = sorted(by_voice[voice])
+        k = int(rng.integers(MULTILABEL_DIGITS[0], MULTILABEL_DIGITS[1], endpoint=True))
+        sequence = [said[j] for j in rng.choice(len(said), size=k, replace=False)]
+        paths = [words / by_voice[voice][w] for w in sequence]
+        parts = [read_16k(paths[0])]
+        for p in paths[1:]:
+            parts += [gap(rng, GAP_SECONDS), read_16k(p)]
+        total += write_wav(out / "clips" / f"{i:05d}.wav", np.concatenate(parts))
+        rows.append({"path": f"clips/{i:05d}.wav", "label": ";".join(sorted(sequence)), "voice": voice,
+                     "sequence": " ".join(sequence), "sources": ";".join(p.name for p in paths)})
+    return finish("multilabel-words", out, rows, total, start,
+                  {"n": n, "seed": seed, "words": str(words), "sample_rate": SAMPLE_RATE})
+
+
 # ---------------------------------------------------------------- long, long-switch
 
 
@@ -468,7 +501,7 @@ def build_long_switch(out: Path, seed: int = 0, speaker: str | None = None, firs
 # ---------------------------------------------------------------- CLI
 
 
-SETS = ("fsdd-digits", "fsdd-speakers", "words", "multilabel", "long", "long-switch")
+SETS = ("fsdd-digits", "fsdd-speakers", "words", "multilabel", "multilabel-words", "long", "long-switch")
 
 
 def build(args: argparse.Namespace) -> Built:
@@ -477,6 +510,7 @@ def build(args: argparse.Namespace) -> Built:
         "fsdd-speakers": lambda: build_fsdd_speakers(args.out, args.n, args.seed),
         "words": lambda: build_words(args.out, args.n, args.seed, args.voices, args.jobs),
         "multilabel": lambda: build_multilabel(args.out, args.n or MULTILABEL_CLIPS, args.seed),
+        "multilabel-words": lambda: build_multilabel_words(args.out, args.words, args.n or MULTILABEL_CLIPS, args.seed),
         "long": lambda: build_long(args.out, args.n or LONG_FILES, args.seed, tuple(args.minutes)),
         "long-switch": lambda: build_long_switch(args.out, args.seed),
     }
@@ -500,6 +534,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"(FSDD: all; words: {len(WORDS)} x --voices; multilabel: {MULTILABEL_CLIPS}; "
                         f"long: {LONG_FILES}); ignored by long-switch")
     parser.add_argument("--seed", type=int, default=0, help="the same seed builds the same set")
+    parser.add_argument("--words", type=Path, default=Path("bench/out/sets/words"),
+                        help="multilabel-words: the folder of a built words set")
     parser.add_argument("--voices", type=positive_int, default=WORDS_VOICES, help="words: synthetic voices")
     parser.add_argument("--minutes", type=float, nargs=2, default=LONG_MINUTES, metavar=("LO", "HI"),
                         help="long: each file's length in minutes, uniform in [LO, HI]")
