@@ -139,8 +139,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "by inner cross-validation on that fold's training clips (default: %(default)s)")
     h.add_argument("--pca-dim", type=pca_or_auto, default="auto", metavar="P",
                    help="features wider than 1,024 dims (the pooled frame statistics) are reduced to P dims per "
-                        "fold by a PCA fitted on that fold's training clips; 0: never; auto (default): "
-                        f"{o.DEFAULT_PCA_DIM}, {o.MULTILABEL_PCA_DIM} with --multi-label)")
+                        "fold by a PCA fitted on that fold's training clips; 0: never; auto (the default): "
+                        f"{o.DEFAULT_PCA_DIM}, or {o.MULTILABEL_PCA_DIM} with --multi-label")
     h.add_argument("--seed", type=any_int, default=0, help="seeds folds and training (default: %(default)s)")
     h.add_argument("--rank-by", choices=o.RANK_BY, default="self_confidence",
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
