@@ -107,6 +107,23 @@ def test_words_are_deterministic_across_worker_counts(tmp_path):
     assert digest(tmp_path / "one") == digest(tmp_path / "two")
 
 
+@needs_tts
+def test_word_mixtures_are_distinct_words_of_one_voice(tmp_path):
+    words = bd.build_words(tmp_path / "words", n=None, seed=1, voices=2, jobs=1)  # every word of 2 voices
+    said = read_back(words).clips
+    built = bd.build_multilabel_words(tmp_path / "mlw", words.manifest.parent, n=5, seed=0)
+    manifest = read_back(built)
+    assert_16k_pcm16(manifest.files)
+    for (_, row), file in zip(manifest.clips.iterrows(), manifest.files):
+        sequence = row["sequence"].split()
+        sources = said.set_index(said["path"].str.split("/").str[-1]).loc[row["sources"].split(";")]
+        assert list(sources["label"]) == sequence and set(sources["voice"]) == {row["voice"]}
+        assert len(set(sequence)) == len(sequence) in (2, 3) and row["label"] == ";".join(sorted(sequence))
+        speech = sum(sf.info(words.manifest.parent / p).duration for p in sources["path"])
+        lo, hi = bd.GAP_SECONDS
+        assert (len(sequence) - 1) * lo - 0.01 <= sf.info(file).duration - speech <= (len(sequence) - 1) * hi + 0.01
+
+
 def test_refuses_a_folder_that_is_not_empty(tmp_path, fsdd_dir):
     (tmp_path / "old.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty"):
