@@ -29,13 +29,14 @@ EXACT_KNN_MAX = 40_000
 # NN-descent keeps this many candidates per clip and returns the best k: recall@10 against exact 0.999 at
 # 1M and 0.9997 at 300k (0.995 with 20) on clustered synthetic 512-d embeddings.
 NN_DESCENT_NEIGHBORS = 30
-NN_DESCENT_SEED = 0
+NN_DESCENT_SEED = 0  # the same graph, so the same outliers.csv and duplicates.csv, on every run
 # Datalab's non-IID test compares the neighbours' index distances with those of P random orders and holds
 # P x N x k integers several times over (11.6 GB peak at 1M clips with its default P = 25). P shrinks so
 # that P x N x k stays under this (25 up to 200k clips, 5 at 1M); each permutation's statistic pools N x k
 # distances, so at large N a few permutations already pin its spread down.
 NON_IID_ENTRIES = 50_000_000
-NON_IID_MIN_PERMUTATIONS = 5  # the same graph, so the same outliers.csv and duplicates.csv, on every run
+NON_IID_MIN_PERMUTATIONS = 5
+NON_IID_MAX_PERMUTATIONS = 25  # cleanlab's own default
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ def _issue_args(issue_type: str, n: int) -> dict:
     """Datalab's arguments for one issue type: fewer non-IID permutations as N grows (see NON_IID_ENTRIES)."""
     if issue_type != "non_iid":
         return {}
-    return {"num_permutations": int(np.clip(NON_IID_ENTRIES // (n * KNN_K), NON_IID_MIN_PERMUTATIONS, 25))}
+    return {"num_permutations": int(np.clip(NON_IID_ENTRIES // (n * KNN_K), NON_IID_MIN_PERMUTATIONS,
+                                            NON_IID_MAX_PERMUTATIONS))}
 
 
 def _duplicate_groups(sha1: list[str], near_sets) -> pd.DataFrame:
