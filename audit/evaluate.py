@@ -78,7 +78,7 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
 
 
 def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, accelerator):
-    from audit.pipeline import fold_ids as make_folds
+    from audit.folds import fold_ids as make_folds
 
     fold_ids = make_folds(noisy, folds, seed)
     probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, pca_dim=pca_dim, seed=seed,

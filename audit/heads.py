@@ -25,22 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 
 import lightning as L
 from lightning.pytorch.plugins.environments import LightningEnvironment
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from audit.labels import Labels, check_counts
+from audit.folds import inner_folds
+from audit.labels import Labels
 from audit.options import DEFAULT_L2, MIN_FOLDS, PCA_FROM_DIM
 
 log = logging.getLogger(__name__)
-INNER_FOLDS = 3  # per outer fold: enough to rank a few strengths, 3x cheaper than 5 x 5 nested CV
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # on standardized features; a decade apart
 PCA_OVERSAMPLE = 10  # extra random directions of the randomized PCA (Halko et al. 2011)
 PCA_POWER_ITERATIONS = 2
@@ -49,53 +49,10 @@ BATCH_ROWS = 4096
 MINIBATCH_EPOCHS = 3
 MINIBATCH_MIN_STEPS = 600  # small sets get more epochs: Adam needs a few hundred steps to settle
 ADAM_LR = 0.02  # on standardized features; decayed linearly to 0 over the run
-PROB_CHUNK_ROWS = 65_536  # rows of probabilities computed at once
+CHUNK_ROWS = 65_536  # rows at once wherever every clip is read outside training (moments, probabilities)
 LBFGS_ITERATIONS = 200  # the problem is convex and small: L-BFGS converges well within this
 # Stop when no gradient entry exceeds 1e-6 (sklearn's lbfgs stops at 1e-4): float64 keeps the optimum
 # itself stable to ~1e-6 when the embeddings move by float rounding (threads, ranks).
-
-
-def stratified_folds(labels: np.ndarray, n_folds: int, seed: int, check: bool = True) -> np.ndarray:
-    """Fold id (N,) per clip: each class's clips shuffled (seeded) and dealt round-robin to folds.
-
-    `check`: apply the user-facing rule (labels.check_counts); off for strata that are not the classes.
-    """
-    if check:
-        check_counts(Labels([str(k) for k in range(int(labels.max()) + 1)], labels), n_folds)
-    counts = np.bincount(labels)
-    rng = np.random.default_rng(seed)
-    folds = np.empty(len(labels), dtype=np.int64)
-    offset = 0  # continue the deal across classes so fold sizes differ by at most one
-    for c in range(len(counts)):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        folds[rows] = (offset + np.arange(len(rows))) % n_folds
-        offset += len(rows)
-    return folds
-
-
-def iterative_folds(target: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold id (N,) for multi-hot `target` (N, K): iterative stratification (Sechidis et al., 2011).
-
-    Rarest tags first, each of their clips goes to the fold that still lacks that tag most (ties: the
-    fold with the most room, then a seeded draw), so every tag's count is near-equal across folds.
-    """
-    rng = np.random.default_rng(seed)
-    n, k = target.shape
-    counts = target.sum(0).astype(np.float64)  # (K,)
-    demand = np.tile(counts / n_folds, (n_folds, 1))  # (F, K) clips of each tag each fold still wants
-    room = np.full(n_folds, n / n_folds)  # (F,)
-    folds = np.full(n, -1, dtype=np.int64)
-    for tag in np.argsort(counts, kind="stable"):
-        for row in rng.permutation(np.flatnonzero((target[:, tag] > 0) & (folds < 0))):
-            best = np.lexsort((rng.random(n_folds), -room, -demand[:, tag]))[0]
-            folds[row] = best
-            demand[best] -= target[row]
-            room[best] -= 1
-    for row in rng.permutation(np.flatnonzero(folds < 0)):  # clips without tags: where there is room
-        best = np.lexsort((rng.random(n_folds), -room))[0]
-        folds[row] = best
-        room[best] -= 1
-    return folds
 
 
 class FoldHeads(L.LightningModule):
@@ -158,7 +115,7 @@ class FoldHeads(L.LightningModule):
             return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20,
                                      tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
         optimizer = torch.optim.Adam(self.parameters(), lr=ADAM_LR)
-        steps = self.epochs * -(-self.train_w.shape[-1] // self.batch_rows)
+        steps = self.trainer.estimated_stepping_batches  # epochs x batches per epoch
         decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
@@ -176,14 +133,19 @@ class FoldHeads(L.LightningModule):
 
     @torch.no_grad()
     def own_fold_probs(self, folds: np.ndarray) -> np.ndarray:
-        """(N, K) float64: each clip's probabilities from head (folds[n], 0), PROB_CHUNK_ROWS rows at a time."""
-        folds = torch.as_tensor(folds)
+        """(N, K) float64: each clip's probabilities from head (folds[n], 0), CHUNK_ROWS rows at a time."""
+        folds = torch.as_tensor(folds, device=self.x.device)
         out = []
-        for start in range(0, len(folds), PROB_CHUNK_ROWS):
-            rows = torch.arange(start, min(start + PROB_CHUNK_ROWS, len(folds)), device=self.x.device)
+        for rows in row_chunks(len(folds), self.x.device):
             p = self.probs(rows)[:, 0]  # (F, R, K)
-            out.append(p[folds[start:start + len(rows)].to(p.device), torch.arange(len(rows))].double().cpu().numpy())
+            out.append(p[folds[rows], torch.arange(len(rows), device=p.device)].double().cpu().numpy())
         return np.concatenate(out)
+
+
+def row_chunks(n: int, device=None):
+    """Row ids (R,) of consecutive chunks of at most CHUNK_ROWS rows, covering 0 .. n - 1."""
+    for start in range(0, n, CHUNK_ROWS):
+        yield torch.arange(start, min(start + CHUNK_ROWS, n), device=device)
 
 
 def clip_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -218,9 +180,9 @@ def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_cl
 
 def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str, seed: int = 0) -> FoldHeads:
     """Fits F x M heads (see FoldHeads) on `train` (F, M, N) bool; full-batch or mini-batches by N."""
-    n = x.shape[1]
-    minibatch = n > MINIBATCH_FROM
-    epochs = max(MINIBATCH_EPOCHS, -(-MINIBATCH_MIN_STEPS // -(-n // BATCH_ROWS))) if minibatch else 1
+    minibatch = x.shape[1] > MINIBATCH_FROM
+    batches = math.ceil(x.shape[1] / BATCH_ROWS)  # per epoch
+    epochs = max(MINIBATCH_EPOCHS, math.ceil(MINIBATCH_MIN_STEPS / batches)) if minibatch else 1
     heads = FoldHeads(x, labels, train, mean, std, n_classes, l2, batch_rows=BATCH_ROWS if minibatch else None,
                       epochs=epochs, seed=seed)
     # One process fits the heads even inside a multi-rank job: LightningEnvironment keeps Lightning
@@ -271,9 +233,9 @@ def _fold_moments(x: torch.Tensor, folds: torch.Tensor, n_folds: int) -> tuple[t
     """Mean and std (F, D) float64 of each fold's training rows (all rows outside fold f), in row chunks."""
     sums = torch.zeros(n_folds, x.shape[1], dtype=torch.float64)  # (F, D) per fold's own rows
     squares = torch.zeros_like(sums)
-    for start in range(0, len(x), PROB_CHUNK_ROWS):
-        chunk = x[start:start + PROB_CHUNK_ROWS].double()  # (R, D)
-        one_hot = F.one_hot(folds[start:start + len(chunk)], n_folds).double()  # (R, F)
+    for rows in row_chunks(len(x)):
+        chunk = x[rows].double()  # (R, D)
+        one_hot = F.one_hot(folds[rows], n_folds).double()  # (R, F)
         sums += one_hot.T @ chunk
         squares += one_hot.T @ chunk.square()
     counts = torch.bincount(folds, minlength=n_folds).double()  # (F,)
@@ -293,19 +255,6 @@ def _top_components(z: torch.Tensor, k: int, generator: torch.Generator) -> torc
     return vt[:k].T
 
 
-def inner_folds(labels: np.ndarray, folds: np.ndarray, seed: int) -> np.ndarray:
-    """Inner fold id (F, N) per outer fold: -1 on the outer fold's own rows, which inner validation never sees."""
-    n_folds = int(folds.max()) + 1
-    inner = np.full((n_folds, len(labels)), -1, dtype=np.int64)
-    for f in range(n_folds):
-        rows = np.flatnonzero(folds != f)
-        counts = np.bincount(labels[rows])
-        n_inner = min(INNER_FOLDS, int(counts[counts > 0].min()))
-        if n_inner >= MIN_FOLDS:
-            inner[f, rows] = stratified_folds(_dense(labels[rows]), n_inner, seed + 1 + f, check=False)
-    return inner
-
-
 def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accelerator: str,
               strata: np.ndarray | None = None) -> torch.Tensor:
     """Per outer fold, the L2_GRID value with the lowest inner held-out log-loss: (F, 1)."""
@@ -323,8 +272,7 @@ def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accel
     held = (inner[:, None, :] == ids[None, :, None]).repeat_interleave(len(grid), dim=1)  # (F, I*G, N)
     y = torch.as_tensor(labels)
     loss = torch.zeros(held.shape[:2], dtype=torch.float64)  # (F, I*G) summed held-out log-loss
-    for start in range(0, len(labels), PROB_CHUNK_ROWS):
-        rows = torch.arange(start, min(start + PROB_CHUNK_ROWS, len(labels)))
+    for rows in row_chunks(len(labels)):
         p = heads.probs(rows.to(heads.x.device)).cpu().double()  # (F, I*G, R, K)
         if y.ndim == 2:  # summed binary log-loss of the one-vs-rest heads
             p = p.clamp(1e-12, 1 - 1e-12)
@@ -334,10 +282,6 @@ def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accel
         loss += (nll * held[..., rows]).sum(-1)
     loss = loss.view(n_folds, n_inner, len(grid)).sum(1)  # (F, G)
     return grid[loss.argmin(1)][:, None]  # (F, 1)
-
-
-def _dense(labels: np.ndarray) -> np.ndarray:
-    return np.unique(labels, return_inverse=True)[1]
 
 
 def _warn_if_not_converged(optimizer: torch.optim.LBFGS) -> None:

@@ -127,6 +127,7 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     """The whole run on rank 0; None on the other ranks of a multi-process embedding stage."""
     from audit import heads
     from audit.datalab import find_data_issues
+    from audit.folds import fold_ids
     from audit.label_issues import find_label_issues
 
     data = embed_dataset(opts)
@@ -148,15 +149,6 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     audio_issues = health.issue_table({i: h for i, h in enumerate(data.health) if h is not None})
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
                        map_2d=pca_2d(data.emb), audio_issues=audio_issues, seconds=seconds)
-
-
-def fold_ids(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """(N,) fold per clip, stratified by class, or iteratively by every tag for tag sets (heads.py)."""
-    from audit import heads
-
-    if labels.ndim == 1:
-        return heads.stratified_folds(labels, n_folds, seed)
-    return heads.iterative_folds(labels, n_folds, seed)
 
 
 MAP_CHUNK_ROWS = 65_536  # rows of the embeddings read at once for the 2-D map: memory stays flat in N

@@ -100,7 +100,8 @@ def part_heads(args) -> dict:
 
     import numpy as np
 
-    from audit.heads import out_of_fold_probs, stratified_folds
+    from audit.folds import stratified_folds
+    from audit.heads import out_of_fold_probs
 
     emb = np.load(Path(args.scratch) / "emb.npy")
     labels = np.array([int(Path(f).name[0]) for f in clips(args.n)])

@@ -41,6 +41,7 @@ def main() -> None:
     from conftest import ecapa_dir
 
     from audit import evaluate, heads
+    from audit.folds import stratified_folds
     from audit.label_issues import find_label_issues
     from audit.options import RunOptions
     from audit.pipeline import embed_dataset
@@ -52,7 +53,7 @@ def main() -> None:
                                         features="frames+embedding", frames_dim=None, cache_dir=str(OUT / "cache"), accelerator="cpu",
                                         progress=False).resolve())
         x, k = representation(data.emb, args.features), len(data.classes)
-        clean = heads.out_of_fold_probs(x, data.labels, heads.stratified_folds(data.labels, 5, 0), k, l2=l2,
+        clean = heads.out_of_fold_probs(x, data.labels, stratified_folds(data.labels, 5, 0), k, l2=l2,
                                         pca_dim=args.pca_dim)
         confusion = np.stack([clean[data.labels == c].mean(0) for c in range(k)])
         for kind in ("uniform", "confusable"):
@@ -60,7 +61,7 @@ def main() -> None:
             for r in range(args.repeats):
                 rng = np.random.default_rng([0, r, 50000])
                 noisy, flipped = evaluate.flip_labels(data.labels, k, 0.05, kind, rng, confusion)
-                probs = heads.out_of_fold_probs(x, noisy, heads.stratified_folds(noisy, 5, r), k, l2=l2,
+                probs = heads.out_of_fold_probs(x, noisy, stratified_folds(noisy, 5, r), k, l2=l2,
                                                 pca_dim=args.pca_dim, seed=r)
                 for f in args.filters:
                     issues = find_label_issues(noisy, probs, filter_by=f)

@@ -12,8 +12,6 @@ import argparse
 import logging
 import warnings
 
-import numpy as np
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +28,7 @@ def main() -> None:
         if name.startswith("lightning"):
             logging.getLogger(name).setLevel(logging.ERROR)
     from audit import evaluate, heads
+    from audit.folds import stratified_folds
     from audit.options import RunOptions
     from audit.pipeline import embed_dataset
 
@@ -38,7 +37,7 @@ def main() -> None:
     n_classes = len(data.classes)
     print("| l2 | filter_by | CV acc (clean) | F1 @5% | AP @5% | F1 @10% | AP @10% |\n|---|---|---|---|---|---|---|")
     for l2 in args.l2:
-        folds = heads.stratified_folds(data.labels, 5, 0)
+        folds = stratified_folds(data.labels, 5, 0)
         acc = (heads.out_of_fold_probs(data.emb, data.labels, folds, n_classes, l2=l2).argmax(1) == data.labels).mean()
         for filter_by in args.filter_by:
             recs = evaluate.evaluate(data.emb, data.labels, n_classes, noises=[0.05, 0.1], kind="uniform",

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from audit.errors import UserError
-from audit.heads import out_of_fold_probs, stratified_folds
+from audit.folds import stratified_folds
+from audit.heads import out_of_fold_probs
 
 
 def blobs(n_per_class=60, n_classes=4, dim=16, seed=0):
@@ -86,7 +87,7 @@ def test_fitting_leaves_deterministic_algorithms_as_they_were():
 
 
 def test_inner_folds_never_hold_the_outer_folds_own_clips():
-    from audit.heads import INNER_FOLDS, inner_folds
+    from audit.folds import INNER_FOLDS, inner_folds
 
     _, labels = blobs(n_per_class=30, seed=4)
     folds = stratified_folds(labels, 5, seed=0)

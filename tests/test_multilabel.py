@@ -11,7 +11,7 @@ from audit.errors import UserError
 from audit.evaluate import corrupt_tags
 from audit.heads import out_of_fold_probs
 from audit.label_issues import find_label_issues
-from audit.pipeline import fold_ids
+from audit.folds import fold_ids
 
 
 def test_cells_become_sorted_tag_sets_and_a_separator_without_the_flag_is_one_line():
