@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from audit.embed import CachedEmbeddings
 from audit.errors import UserError

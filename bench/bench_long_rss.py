@@ -4,8 +4,8 @@ Issue 11: long files are read window by window, so one hour of audio must not ra
 a run by more than a few hundred MB over a run of short clips. Both runs are the real CLI in a fresh
 process (ECAPA weights, CPU, --num-workers 1, a fresh cache each), with 20 real FSDD clips (two digits x
 10); the second adds the long file (pink noise with spoken FSDD digits every few seconds, made by sox),
-labelled like the first digit. Peak RSS: the waited child's ru_maxrss; with worker processes the
-decoding happens in a child of the child, so RUSAGE_CHILDREN of the parent holds the largest of them too.
+labelled like the first digit. Peak RSS: ru_maxrss of the waited run (wait4), which on Linux is the
+largest of the run and its own waited children (the decoding worker).
 
     .venv/bin/python bench/bench_long_rss.py            # ~4 min on 2 cores
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -44,14 +44,12 @@ def make_long(path: Path, fsdd: Path) -> None:
 def run(manifest: Path, out: Path, ecapa: Path) -> dict:
     cmd = [sys.executable, "-m", "audit", "--data", str(manifest), "--encoder", str(ecapa), "--out", str(out),
            "--accelerator", "cpu", "--num-workers", "1", "--no-progress"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = __import__("os").wait4(child.pid, 0)
-    err = child.stderr.read()
+    err = child.stderr.read()  # before waiting: a full pipe would block the run
+    _, status, usage = os.wait4(child.pid, 0)
     assert status == 0, err[-2000:]
-    return {"wall_s": round(time.perf_counter() - t, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "children_max_rss_mb": round(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)}
+    return {"wall_s": round(time.perf_counter() - t, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
 def main() -> None:
@@ -75,7 +73,7 @@ def main() -> None:
         print(name, results[name], flush=True)
     size = long.stat().st_size / 2**20
     extra = results["plus the one-hour file"]["peak_rss_mb"] - results["short clips only"]["peak_rss_mb"]
-    print(f"\n| run | wall s | peak RSS MB |\n|---|---:|---:|")
+    print("\n| run | wall s | peak RSS MB |\n|---|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['wall_s']} | {r['peak_rss_mb']} |")
     print(f"\none hour, 44.1 kHz stereo 16-bit = {size:.0f} MB on disk; peak RSS difference {extra:+d} MB")

@@ -48,7 +48,7 @@ def part_embed(args, work: Path, lines: list) -> None:
     data = work / "clips"
     make_clips(data, args.clips, fsdd_lengths())
     encoders = {"x-vector (random weights)": build_xvector(work / "xvector"), "ECAPA": ecapa_dir()}
-    lines.append(f"| encoder | precision | batch s | clips | clips/s | peak GPU MB | peak RSS MB |")
+    lines.append("| encoder | precision | batch s | clips | clips/s | peak GPU MB | peak RSS MB |")
     lines.append("|---|---|---|---|---|---|---|")
     for name, folder in encoders.items():
         for precision in args.precisions:
