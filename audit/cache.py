@@ -57,6 +57,7 @@ class CacheContents:
     emb: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (D,)
     meta: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> {name: value}, e.g. sha1
     failed: dict[str, str] = field(default_factory=dict)  # key -> reason
+    steps: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (S, C) float16, tag sets only (steps.py)
 
 
 class ShardStore:
@@ -64,8 +65,9 @@ class ShardStore:
         self.folder = Path(folder)
 
     def write(self, keys: list[str], emb: np.ndarray, failed: list[tuple[str, str]], tag: str,
-              meta: dict[str, list[str]] | None = None) -> Path:
-        """One shard: keys (n,), emb (n, D) float32, meta {name: (n,) strings}, failed (key, reason) pairs."""
+              meta: dict[str, list[str]] | None = None, steps: list[np.ndarray] | None = None) -> Path:
+        """One shard: keys (n,), emb (n, D) float32, meta {name: (n,) strings}, failed (key, reason) pairs,
+        and each clip's steps (S_i, C) when the run has them (stored concatenated, with their counts)."""
         assert len(keys) == len(emb), f"{len(keys)} keys for {len(emb)} embeddings"
         meta = meta or {}
         assert all(len(v) == len(keys) for v in meta.values()), {k: len(v) for k, v in meta.items()}
@@ -77,6 +79,10 @@ class ShardStore:
             failed_reasons=np.array([r for _, r in failed], dtype=str),
             **{f"meta_{name}": np.array(values, dtype=str) for name, values in sorted(meta.items())},
         )
+        if steps is not None:
+            assert len(steps) == len(keys), f"{len(keys)} keys for {len(steps)} step arrays"
+            arrays["step_counts"] = np.array([len(x) for x in steps], dtype=np.int64)
+            arrays["steps"] = np.concatenate(steps).astype(np.float16) if steps else np.zeros((0, 0), np.float16)
         arrays["digest"] = np.array(_digest(arrays))
         path = self.folder / f"shard-{tag}-{uuid.uuid4().hex[:12]}.npz"
         tmp = path.with_suffix(".tmp")
@@ -100,6 +106,9 @@ class ShardStore:
             for i, key in enumerate(keys):
                 out.meta[key] = {n[5:]: str(arrays[n][i]) for n in names}
             out.failed.update(zip(arrays["failed_keys"].tolist(), arrays["failed_reasons"].tolist()))
+            if "step_counts" in arrays:
+                ends = np.cumsum(arrays["step_counts"])
+                out.steps.update((k, arrays["steps"][e - c:e]) for k, c, e in zip(keys, arrays["step_counts"], ends))
         for key in out.emb:  # a clip decoded after an earlier failure (or by another rank) counts as done
             out.failed.pop(key, None)
         return out
@@ -109,7 +118,9 @@ class ShardStore:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             ok = (arrays["emb"].ndim == 2 and len(arrays["emb"]) == len(arrays["keys"])
-                  and str(arrays["digest"]) == _digest(arrays))
+                  and str(arrays["digest"]) == _digest(arrays)
+                  and ("step_counts" not in arrays or (len(arrays["step_counts"]) == len(arrays["keys"])
+                                                       and arrays["step_counts"].sum() == len(arrays["steps"]))))
         except Exception:
             ok = False
         if ok:
@@ -123,7 +134,8 @@ class ShardStore:
 
 def _digest(arrays: dict) -> str:
     h = hashlib.sha256()
-    names = ["keys", "emb", "failed_keys", "failed_reasons"] + sorted(n for n in arrays if n.startswith("meta_"))
+    names = ["keys", "emb", "failed_keys", "failed_reasons"] + sorted(n for n in arrays if n.startswith("meta_")) \
+        + [n for n in ("step_counts", "steps") if n in arrays]
     for name in names:
         h.update(name.encode())
         h.update(str(arrays[name].shape).encode())

@@ -280,7 +280,7 @@ def cmd_evaluate(argv: list[str]) -> int:
         data.emb, data.labels, len(data.classes), noises=args.noise, kind=args.noise_kind, repeats=args.repeats,
         seed=opts.seed, baseline=args.baseline, folds=opts.folds, l2=opts.l2, pca_dim=opts.pca_dim,
         rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=opts.accelerator,
-        progress=lambda *_: bar.update())
+        progress=lambda *_: bar.update(), steps=data.steps)
     bar.close()
     report = {"n_clips": len(data.clips), "n_skipped": len(data.skipped), "n_classes": len(data.classes),
               "noise_kind": args.noise_kind, "repeats": args.repeats, "results": records,

@@ -29,6 +29,7 @@ from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
 from audit.errors import UserError
 from audit.options import DEFAULT_FEATURES, RunOptions
+from audit.steps import STEP_DIM, Steps, coarsen
 from audit.windows import Windows, cut, units
 
 NOT_EMBEDDED = "not embedded this run (a transient error on another rank?); retried on the next run"
@@ -52,6 +53,7 @@ class CachedEmbeddings:
     n_computed: int  # clips embedded in this run (the rest came from the cache)
     seconds: float
     is_rank_zero: bool = True  # other ranks only embed their share: their result holds no embeddings
+    steps: Steps | None = None  # (N clips) multiple-instance steps, tag sets only (steps.py); failed clips: none
 
 
 def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets=None, durations=None) -> Plan:
@@ -71,6 +73,7 @@ class EncoderModule(L.LightningModule):
         self.folder, self.savedir, self.opts = folder, savedir, opts
         self.encoder = None
         self.transformers = enc.is_transformers(folder)
+        self.steps = with_steps(opts, self.transformers)
 
     def configure_model(self):
         if self.encoder is None and self.trainer.datamodule.my_batches():
@@ -95,8 +98,16 @@ class EncoderModule(L.LightningModule):
             return torch.empty(0, 0)
         if self.transformers:
             return self.encoder.encode(batch.wavs, batch.lens).float().cpu()  # (B, D)
-        return enc.encode(self.encoder, batch.wavs, batch.lens, self.opts.features or DEFAULT_FEATURES,
-                          self.opts.frames_dim).float().cpu()  # (B, D)
+        features = self.opts.features or DEFAULT_FEATURES
+        if self.steps:  # (B, D), (B, S, C), (B,)
+            out, steps, counts = enc.encode_with_steps(self.encoder, batch.wavs, batch.lens, features, self.opts.frames_dim)
+            return out.float().cpu(), steps.half().cpu(), counts.cpu()
+        return enc.encode(self.encoder, batch.wavs, batch.lens, features, self.opts.frames_dim).float().cpu()  # (B, D)
+
+
+def with_steps(opts: RunOptions, transformers: bool) -> bool:
+    """Whether this run stores multiple-instance steps: tag sets, with a SpeechBrain encoder (steps.py)."""
+    return bool(opts.multi_label) and not transformers
 
 
 class PlannedBatches(L.LightningDataModule):
@@ -143,13 +154,15 @@ class ShardWriter(BasePredictionWriter):
         self._reset()
 
     def _reset(self):
-        self.rows, self.embs, self.failed, self.meta = [], [], [], {}
+        self.rows, self.embs, self.failed, self.meta, self.steps = [], [], [], {}, []
 
     def on_predict_start(self, trainer, pl_module):
         data = trainer.datamodule
         self.keys, self.rank, self.windows = data.plan.keys, trainer.global_rank, data.plan.windows
         self.left = self.windows.count(len(self.keys))  # (N,) windows of each clip still to come
         self.sums, self.weights, self.first_meta, self.dead = {}, {}, {}, set()
+        self.step_parts = {}  # row -> [(window id, (S, C) float16)] until the clip's last window
+        self.with_steps = pl_module.steps
         on = self.progress and trainer.global_rank == 0
         desc = "embedding" if trainer.world_size == 1 else f"embedding (rank 0 of {trainer.world_size})"
         total = len({int(self.windows.row[w]) for b in data.my_batches() for w in b})
@@ -157,8 +170,13 @@ class ShardWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         """Pools each clip's windows as they arrive (weighted by length); a clip is done with its last window."""
+        steps = None
+        if isinstance(prediction, tuple):  # (B, D), (B, S, C), (B,)
+            prediction, steps, counts = prediction
         emb = prediction.numpy()  # (B, D)
         for b, (row, window) in enumerate(zip(batch.index.tolist(), batch.windows)):
+            if steps is not None:
+                self.step_parts.setdefault(row, []).append((window, steps[b, :int(counts[b])].numpy()))
             weight = float(self.windows.length[window])
             self.sums[row] = self.sums.get(row, 0.0) + weight * emb[b].astype(np.float64)
             self.weights[row] = self.weights.get(row, 0.0) + weight
@@ -180,10 +198,13 @@ class ShardWriter(BasePredictionWriter):
         if self.left[row]:
             return  # more windows of this clip to come
         sums, weight, meta = self.sums.pop(row, None), self.weights.pop(row, None), self.first_meta.pop(row, {})
+        parts = self.step_parts.pop(row, [])
         if row in self.dead:
             return
         self.rows.append(row)
         self.embs.append((sums / weight).astype(np.float32)[None])  # (1, D)
+        if self.with_steps:  # the clip's windows in time order, at most MAX_STEPS steps
+            self.steps.append(coarsen(np.concatenate([p for _, p in sorted(parts, key=lambda wp: wp[0])])))
         for name in set(self.meta) | set(meta):  # every list stays one entry per row
             self.meta.setdefault(name, [""] * (len(self.rows) - 1)).append(meta.get(name, ""))
         self.bar.update(1)
@@ -199,7 +220,7 @@ class ShardWriter(BasePredictionWriter):
         self.meta = {k: v + [""] * (len(self.rows) - len(v)) for k, v in self.meta.items()}
         self.store.write([self.keys[r] for r in self.rows], emb,
                          [(self.keys[r], reason) for r, reason in self.failed], tag=f"rank{self.rank}",
-                         meta=self.meta)
+                         meta=self.meta, steps=self.steps if self.with_steps else None)
         self._reset()
 
 
@@ -215,6 +236,8 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
         features = opts.features or DEFAULT_FEATURES
         wide = features != "embedding" and opts.frames_dim
         settings = dict(features=features, **({"frames_dim": opts.frames_dim} if wide else {}))
+        if with_steps(opts, transformers=False):  # a tag-set run's shards also hold steps: a cache of its own
+            settings["steps"] = f"{STEP_DIM}"
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
                                    precision=opts.precision, window=opts.window_seconds, hop=opts.hop_seconds,
                                    **settings)), folder
@@ -253,22 +276,28 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
     if not trainer.is_global_zero:
         return CachedEmbeddings(emb=np.zeros((0, 0), np.float32), meta=[], failed={}, n_computed=n_todo,
                                 seconds=time.perf_counter() - start, is_rank_zero=False)
-    return _assemble(plan, store.load(), dict(writer.retry), n_todo, time.perf_counter() - start)
+    return _assemble(plan, store.load(), dict(writer.retry), n_todo, time.perf_counter() - start,
+                     steps=with_steps(opts, enc.is_transformers(folder)))
 
 
-def _assemble(plan: Plan, cached: CacheContents, retry: dict, n_todo: int, seconds: float) -> CachedEmbeddings:
+def _assemble(plan: Plan, cached: CacheContents, retry: dict, n_todo: int, seconds: float,
+              steps: bool = False) -> CachedEmbeddings:
     dim = len(next(iter(cached.emb.values()))) if cached.emb else 0
     n = len(plan.keys)
     emb = np.full((n, dim), np.nan, dtype=np.float32)  # (N, D)
     meta = [{} for _ in range(n)]
     failed = dict(plan.failed)
+    step_dim = next(iter(cached.steps.values())).shape[1] if cached.steps else STEP_DIM  # < STEP_DIM: few channels
+    no_steps = np.zeros((0, step_dim), np.float16)
+    clip_steps = [no_steps] * n
     for i, k in enumerate(plan.keys):
         if i in failed:
             continue
-        if k in cached.emb:
+        if k in cached.emb and (not steps or k in cached.steps):
             emb[i] = cached.emb[k]
             meta[i] = cached.meta.get(k, {})
+            clip_steps[i] = cached.steps.get(k, no_steps)
         else:
             failed[i] = cached.failed.get(k) or retry.get(i) or NOT_EMBEDDED
     return CachedEmbeddings(emb=emb, meta=meta, failed=dict(sorted(failed.items())), n_computed=n_todo,
-                            seconds=seconds)
+                            seconds=seconds, steps=Steps.from_list(clip_steps, step_dim) if steps else None)

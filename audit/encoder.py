@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from audit import padding
+from audit.audio import SAMPLE_RATE
 from audit.errors import UserError
 from audit.options import DEFAULT_ENCODER, FEATURES
 
@@ -115,6 +116,15 @@ def load_encoder(folder: Path, savedir: Path):
 def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor, features: str = "embedding",
            frames_dim: int | None = None) -> torch.Tensor:
     """Features (B, D) of a padded batch wavs (B, T), lens (B,), each as if encoded alone."""
+    return encode_with_steps(encoder, wavs, lens, features, frames_dim, steps=False)[0]
+
+
+def encode_with_steps(encoder, wavs: torch.Tensor, lens: torch.Tensor, features: str = "embedding",
+                      frames_dim: int | None = None, steps: bool = True):
+    """(features (B, D), steps (B, S, STEP_DIM) float32, step counts (B,)): encode() plus each clip's
+    multiple-instance steps (audit/steps.py) from the same forward pass; (features, None, None) without."""
+    from audit import steps as st
+
     assert features in FEATURES, features
     padding.reflect_padding(encoder)
     frames, frame_lens = padding.frame_lengths(encoder, wavs, lens)  # (B,), (B,)
@@ -126,13 +136,23 @@ def encode(encoder, wavs: torch.Tensor, lens: torch.Tensor, features: str = "emb
             emb = encoder.encode_batch(wavs, frame_lens).squeeze(1)  # (B, D)
     finally:
         hook.remove()
-    if features == "embedding":
-        return emb
     x = captured[0]
     if not _channels_first(pooling):
         x = x.transpose(1, 2)  # the x-vector pools (B, L, C): make it (B, C, L) as ECAPA's
-    stats = project(pooled_stats(x.float(), frames.to(x.device)), frames_dim)  # (B, P)
-    return stats if features == "frames" else torch.cat([stats, emb.float()], dim=1)
+    frames = frames.to(x.device)
+    if features == "embedding":
+        out = emb
+    else:
+        stats = project(pooled_stats(x.float(), frames), frames_dim)  # (B, P)
+        out = stats if features == "frames" else torch.cat([stats, emb.float()], dim=1)
+    if not steps:
+        return out, None, None
+    hop = encoder.mods.compute_features.compute_STFT.hop_length  # samples at 16 kHz
+    width = max(1, round(st.STEP_SECONDS * SAMPLE_RATE / hop))
+    means, counts = st.step_means(x.float(), frames, width)  # (B, S, C), (B,)
+    if means.shape[-1] > st.STEP_DIM:
+        means = means @ projection(means.shape[-1], st.STEP_DIM).to(means.device)
+    return out, means, counts
 
 
 def project(stats: torch.Tensor, dim: int | None) -> torch.Tensor:

@@ -77,12 +77,17 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
             "precision_at_k": float(flipped[top_k].mean()) if k else 0.0}
 
 
-def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, accelerator):
+def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, accelerator, steps=None):
     from audit.folds import fold_ids as make_folds
 
     fold_ids = make_folds(noisy, folds, seed)
     probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, pca_dim=pca_dim, seed=seed,
                                     accelerator=accelerator)
+    if steps is not None and noisy.ndim == 2:  # tag sets: as the run does (pipeline.run_audit)
+        from audit import instance_heads
+
+        probs = instance_heads.with_step_heads(probs, steps, noisy, fold_ids, pca_dim=pca_dim, seed=seed,
+                                               accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by)
     return issues.flagged, issues.quality, probs
 
@@ -129,8 +134,9 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kin
              seed: int, baseline: str | None, folds: int = DEFAULT_FOLDS, l2: float | str = DEFAULT_L2,
              pca_dim: int | None | str = "auto",
              rank_by: str = "self_confidence", filter_by: str | None = None,
-             accelerator: str = "cpu", progress=None) -> list[dict]:
-    """One record per (noise, method): metric -> {mean, std, runs}. pca_dim "auto", filter_by None: by task."""
+             accelerator: str = "cpu", progress=None, steps=None) -> list[dict]:
+    """One record per (noise, method): metric -> {mean, std, runs}. pca_dim "auto", filter_by None: by task.
+    `steps` (steps.Steps, tag sets): the step heads join the clip-statistics heads, as in a run."""
     pca_dim, filter_by = task_defaults(labels.ndim == 2, pca_dim, filter_by)
     opts = dict(folds=folds, seed=seed, l2=l2, pca_dim=pca_dim, rank_by=rank_by, filter_by=filter_by,
                 accelerator=accelerator)
@@ -151,7 +157,8 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kin
             noisy, flipped = corrupt_tags(labels, noise, rng) if kind == "tags" else \
                 flip_labels(labels, n_classes, noise, kind, rng, confusion)
             for name, method in methods.items():
-                flagged, quality, _ = method(emb, noisy, n_classes, **{**opts, "seed": seed + r})
+                extra = {"steps": steps} if name == "audit" else {}
+                flagged, quality, _ = method(emb, noisy, n_classes, **{**opts, "seed": seed + r}, **extra)
                 runs[name].append(score(flipped, flagged, quality))
                 if progress:
                     progress(noise, r, name)

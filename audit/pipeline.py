@@ -32,6 +32,7 @@ class EmbeddedClips:
     seconds: dict
     facts: dict
     user_order: bool  # rows keep an order the user gave (a table manifest), so order-based checks mean something
+    steps: object = None  # steps.Steps of the N clips (tag sets with a SpeechBrain encoder), else None
 
     @property
     def multi_label(self) -> bool:
@@ -101,8 +102,8 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     return EmbeddedClips(clips=clips, files=[manifest.files[i] for i in keep], sha1=[m.get("sha1", "") for m in meta],
                          health=[health.from_meta(m) for m in meta],
                          classes=labels.classes, labels=labels.target, emb=embedded.emb if ok.all() else embedded.emb[ok],
-                         skipped=skipped, seconds=seconds,
-                         facts=facts, user_order=manifest.source == "table")
+                         skipped=skipped, seconds=seconds, facts=facts, user_order=manifest.source == "table",
+                         steps=None if embedded.steps is None else embedded.steps if ok.all() else embedded.steps.subset(keep))
 
 
 def _embed_all(manifest, opts: RunOptions):
@@ -119,6 +120,7 @@ def _embed_all(manifest, opts: RunOptions):
     for p in parts:  # a clip any encoder could not use is left out, with the first reason
         for row, reason in p.failed.items():
             failed.setdefault(row, reason)
+    # steps (tag sets) stay the first encoder's: the instance heads read one encoder's frames
     return replace(parts[0], emb=np.concatenate([p.emb for p in parts], axis=1), failed=dict(sorted(failed.items())),
                    n_computed=max(p.n_computed for p in parts), seconds=sum(p.seconds for p in parts))
 
@@ -138,6 +140,11 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     folds = fold_ids(data.labels, opts.folds, opts.seed)  # (N,)
     pred_probs = heads.out_of_fold_probs(data.emb, data.labels, folds, len(data.classes), seed=opts.seed,
                                          l2=opts.l2, pca_dim=opts.pca_dim, accelerator=opts.accelerator)  # (N, K)
+    if data.steps is not None:  # tag sets: the clip-statistics heads and the step heads together
+        from audit import instance_heads
+
+        pred_probs = instance_heads.with_step_heads(pred_probs, data.steps, data.labels, folds, seed=opts.seed,
+                                                    pca_dim=opts.pca_dim, accelerator=opts.accelerator)
     seconds["heads"] = time.perf_counter() - t
     t = time.perf_counter()
     issues = find_label_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)

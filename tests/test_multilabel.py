@@ -75,12 +75,21 @@ def test_a_multi_label_run_writes_tag_columns_and_relabels_tag_sets(tmp_path, fs
         sf.write(tmp_path / f"{i}.wav", wav, 8000)
         rows.append((f"{i}.wav", ";".join(map(str, digits))))
     rows[0] = (rows[0][0], rows[0][1].split(";")[0])  # one tag dropped on purpose
+    # a 25 s recording (three 10 s windows): its steps span the windows, coarsened to MAX_STEPS
+    parts = [sf.read(fsdd_dir / f"{d}_theo_{j}.wav", dtype="float32")[0] for j in range(25) for d in (0, 1)]
+    sf.write(tmp_path / "long.wav", np.concatenate(parts + [np.zeros(8000 * 25, np.float32)])[: 8000 * 25], 8000)
+    rows.append(("long.wav", "0;1"))
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
     result = audit.run(str(tmp_path / "m.csv"), out=str(tmp_path / "out"), multi_label=True, encoder=ecapa,
                        features="frames", cache_dir=str(cache_dir), devices=1, progress=False)
+    from audit.steps import MAX_STEPS
+
+    steps = result.run.data.steps  # every clip's multiple-instance steps, from the cache
+    counts = np.diff(steps.offsets)
+    assert len(steps) == 61 and counts[-1] == MAX_STEPS and (counts[:-1] >= 3).all() and (counts[:-1] < 30).all()
     scores = pd.read_csv(tmp_path / "out" / "scores.csv", dtype=str, keep_default_na=False)
     assert list(scores.columns[:6]) == ["rank", "path", "given_tags", "suggested_tags", "missing_tags", "extra_tags"]
-    assert result.summary["multi_label"] and result.pred_probs.shape == (60, 4)
+    assert result.summary["multi_label"] and result.pred_probs.shape == (61, 4)
     assert (tmp_path / "out" / "report.html").is_file()
     relabel = tmp_path / "r.csv"
     from audit import outputs
