@@ -141,6 +141,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="features wider than 1,024 dims (the pooled frame statistics) are reduced to P dims per "
                         "fold by a PCA fitted on that fold's training clips; 0: never; auto (the default): "
                         f"{o.DEFAULT_PCA_DIM}, or {o.MULTILABEL_PCA_DIM} with --multi-label")
+    h.add_argument("--no-step-heads", action="store_true",
+                   help="with --multi-label: skip the step heads (multiple-instance, over each clip's 0.1 s steps) "
+                        "and the steps in the cache (up to 128 KiB a clip); the clip-statistics heads alone, "
+                        "measured lower on every tag set (bench/RESULTS.md)")
     h.add_argument("--seed", type=any_int, default=0, help="seeds folds and training (default: %(default)s)")
     h.add_argument("--rank-by", choices=o.RANK_BY, default="self_confidence",
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
@@ -219,7 +223,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
     return o.RunOptions(
         data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
-        embeddings=args.embeddings, multi_label=args.multi_label,
+        embeddings=args.embeddings, multi_label=args.multi_label, step_heads=not args.no_step_heads,
         encoder=o.DEFAULT_ENCODER if not args.encoder else args.encoder[0] if len(args.encoder) == 1 else tuple(args.encoder),
         features=args.features, frames_dim=args.frames_dim, layer=args.layer,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,

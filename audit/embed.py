@@ -107,7 +107,7 @@ class EncoderModule(L.LightningModule):
 
 def with_steps(opts: RunOptions, transformers: bool) -> bool:
     """Whether this run stores multiple-instance steps: tag sets, with a SpeechBrain encoder (steps.py)."""
-    return bool(opts.multi_label) and not transformers
+    return bool(opts.multi_label and opts.step_heads) and not transformers
 
 
 class PlannedBatches(L.LightningDataModule):

@@ -61,6 +61,7 @@ class RunOptions:
     label_column: str | None = None  # Hugging Face datasets: None finds the ClassLabel column
     embeddings: str | None = None  # precomputed embeddings (precomputed.py): no encoder runs
     multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
+    step_heads: bool = True  # tag sets: cache each clip's steps and add the step heads (instance_heads.py)
     encoder: str | tuple = DEFAULT_ENCODER  # several: each embeds every clip, features concatenated
     features: str | None = None  # None: DEFAULT_FEATURES for SpeechBrain encoders (transformers: --layer)
     frames_dim: int | None = DEFAULT_FRAMES_DIM  # --features frames: fixed random projection to this width

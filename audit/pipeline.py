@@ -95,6 +95,7 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
                  n_from_cache=0 if opts.embeddings else int(ok.sum()) - min(int(ok.sum()), embedded.n_computed),
                  manifest_kind=manifest.source, batch_seconds=opts.batch_seconds,
                  num_workers=opts.num_workers, cache_dir=str(opts.cache_dir),
+                 **({"step_heads": embedded.steps is not None} if opts.multi_label else {}),
                  **({"note": f"embeddings from {opts.embeddings}: no encoder ran, no audio was read (no audio-health "
                              "checks, byte-identical duplicates or players)"} if opts.embeddings else {}))
     keep = np.flatnonzero(ok)

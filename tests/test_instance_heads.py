@@ -3,6 +3,7 @@
 import tempfile
 
 import numpy as np
+import pytest
 import torch
 
 from audit import instance_heads
@@ -30,11 +31,12 @@ def test_coarsen_keeps_short_clips_and_averages_long_ones_in_order():
     assert out.shape == (MAX_STEPS, 1) and np.allclose(out[:2, 0], [1.0, 4.0])
 
 
-def test_padded_batches_give_each_clip_the_steps_it_gets_alone(ecapa, fsdd_dir):
+@pytest.mark.parametrize("family", ["ecapa", "xvector"])
+def test_padded_batches_give_each_clip_the_steps_it_gets_alone(family, request, fsdd_dir):
     from audit.audio import load
     from audit.encoder import encode_with_steps, load_encoder, resolve_encoder
 
-    folder = resolve_encoder(ecapa)
+    folder = resolve_encoder(str(request.getfixturevalue("ecapa" if family == "ecapa" else "xvector_dir")))
     with tempfile.TemporaryDirectory() as savedir:
         encoder = load_encoder(folder, savedir)
         a, b = load(str(fsdd_dir / "3_theo_0.wav")), load(str(fsdd_dir / "7_theo_1.wav"))
@@ -45,8 +47,9 @@ def test_padded_batches_give_each_clip_the_steps_it_gets_alone(ecapa, fsdd_dir):
             _, together, counts = encode_with_steps(encoder, batch, lens, "frames")
             for i, wav in enumerate([a, b]):
                 _, alone, n = encode_with_steps(encoder, wav[None], torch.ones(1), "frames")
-                assert int(n[0]) == int(counts[i]) >= 2
-                assert alone.shape[-1] == together.shape[-1] == 1024  # projected from ECAPA's 3,072 channels
+                assert int(n[0]) == int(counts[i]) == (len(wav) // 160 + 1) // 10  # 0.1 s steps of 10 ms frames
+                if family == "ecapa":
+                    assert alone.shape[-1] == 1024  # projected from ECAPA's 3,072 channels
                 diff = (together[i, :counts[i]] - alone[0, :n[0]]).norm() / alone[0, :n[0]].norm()
                 assert diff < 1e-3
 
@@ -111,3 +114,16 @@ def test_with_step_heads_averages_the_two_heads_logits():
     both = instance_heads.with_step_heads(stats, steps, tags, folds, pca_dim=None)
     z = np.log(step_p) - np.log1p(-step_p)
     assert np.allclose(both, 1 / (1 + np.exp(-z / 2)), atol=1e-6)
+
+
+def test_no_step_heads_keeps_tag_runs_on_the_clip_statistics():
+    from dataclasses import replace
+
+    from audit.cli import options_from, run_parser
+    from audit.embed import with_steps
+
+    opts = options_from(run_parser().parse_args(["--data", "m.csv", "--multi-label", "--no-step-heads"]), "out")
+    assert opts.multi_label and not opts.step_heads and not with_steps(opts, transformers=False)
+    on = replace(opts, step_heads=True)
+    assert with_steps(on, transformers=False) and not with_steps(on, transformers=True)
+    assert not with_steps(replace(on, multi_label=False), transformers=False)
