@@ -17,6 +17,7 @@ import torch
 import torchaudio
 
 from audit import health
+from audit.errors import one_line
 
 SAMPLE_RATE = 16_000  # what every SpeechBrain VoxCeleb speaker encoder was trained on
 MIN_SECONDS = 0.1  # 10 fbank frames: shorter clips are too short for the encoders' dilated convs
@@ -46,7 +47,7 @@ def probe(path: str, offset: float = 0.0, duration: float = float("nan")) -> tup
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile's errors carry no stable type across versions
-        raise ClipError(f"unreadable audio: {_short(e)}") from None
+        raise ClipError(f"unreadable audio: {one_line(e, 200)}") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise ClipError("empty audio (0 samples)")
     available = info.frames / info.samplerate - offset
@@ -75,7 +76,7 @@ def decode(path: str, offset: float = 0.0, duration: float = float("nan")) -> tu
     except OSError:  # the disk, not the file: let the caller retry it another time
         raise
     except Exception as e:
-        raise ClipError(f"unreadable audio: {_short(e)}") from None
+        raise ClipError(f"unreadable audio: {one_line(e, 200)}") from None
     if data.shape[0] == 0:
         raise ClipError("empty audio (0 samples)")
     if data.shape[0] < MIN_SECONDS * rate:
@@ -94,6 +95,3 @@ def _resampler(rate: int) -> torchaudio.transforms.Resample:
     # One cached kernel per source rate: building it costs more than applying it to a short clip.
     return torchaudio.transforms.Resample(rate, SAMPLE_RATE)
 
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

@@ -27,7 +27,7 @@ from audit import encoder as enc
 from audit.batching import Batch, ClipDataset, FixedBatches, collate, probe_all
 from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
-from audit.errors import UserError
+from audit.errors import UserError, one_line
 from audit.options import DEFAULT_FEATURES, RunOptions
 from audit.steps import STEP_DIM, Steps, coarsen
 from audit.windows import Windows, cut, units
@@ -260,7 +260,7 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
             callbacks=[writer])
     except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
         raise UserError(f"cannot run on --accelerator {opts.accelerator} --devices {opts.devices} "
-                        f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {' '.join(str(e).split())}") from None
+                        f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {one_line(e, 1000)}") from None
     # One process can plan before starting anything, and skip the Trainer when the cache has it all;
     # several must plan inside predict, where rank 0's plan can be broadcast.
     plan = make_plan(files, store.load(), opts, offsets, durations) if trainer.world_size == 1 else None

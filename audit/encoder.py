@@ -33,7 +33,7 @@ import torch
 
 from audit import padding
 from audit.audio import SAMPLE_RATE
-from audit.errors import UserError
+from audit.errors import UserError, one_line
 from audit.options import DEFAULT_ENCODER, FEATURES
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -54,7 +54,7 @@ def resolve_encoder(source: str) -> Path:
             # weights for other frameworks are never read: skip their downloads
             folder = Path(snapshot_download(source, ignore_patterns=HUB_SKIP))
         except Exception as e:
-            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            reason = one_line(e)
             raise UserError(f"--encoder {source}: could not load it ({reason}); check the id and network "
                             "access, or pass a local SpeechBrain folder") from None
     else:
@@ -101,7 +101,7 @@ def load_encoder(folder: Path, savedir: Path):
         encoder = EncoderClassifier.from_hparams(source=folder, savedir=str(savedir),
                                                  overrides={"pretrained_path": folder})
     except Exception as e:
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        reason = one_line(e)
         raise UserError(f"--encoder {folder}: could not load it ({reason}); check the id and network "
                         "access, or pass a local SpeechBrain folder") from None
     if encoder is None or not hasattr(encoder, "encode_batch") or "embedding_model" not in encoder.mods:

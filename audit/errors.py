@@ -8,3 +8,8 @@ skipped row with its reason.
 
 class UserError(Exception):
     """A mistake in the user's arguments or data, explained in one plain-English line."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, at most `limit` characters (its type's name when it has none)."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__

@@ -187,7 +187,7 @@ def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str,
                       epochs=epochs, seed=seed)
     # One process fits the heads even inside a multi-rank job: LightningEnvironment keeps Lightning
     # from matching devices=1 against SLURM's task count.
-    with _deterministic_here():
+    with deterministic_here():
         trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             deterministic=True, plugins=[LightningEnvironment()])
@@ -218,7 +218,7 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
     projected = []
     for f in range(n_folds):
         z = (x64 - mean[f]) / std[f]  # (N, D) standardized by fold f's training rows
-        basis = _top_components(z[train[f]], dim, generator)  # (D, P), from training rows only
+        basis = top_components(z[train[f]], dim, generator)  # (D, P), from training rows only
         projected.append((z @ basis).to(dtype))  # (N, P)
         del z
     del x64
@@ -245,7 +245,7 @@ def _fold_moments(x: torch.Tensor, folds: torch.Tensor, n_folds: int) -> tuple[t
     return mean, std
 
 
-def _top_components(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def top_components(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """The top-k principal directions (D, k) of centred rows z (n, D): randomized range finder, seeded."""
     omega = torch.randn(z.shape[1], k + PCA_OVERSAMPLE, generator=generator, dtype=z.dtype)  # (D, k + o)
     q = torch.linalg.qr(z @ omega).Q  # (n, k + o)
@@ -297,7 +297,7 @@ def _warn_if_not_converged(optimizer: torch.optim.LBFGS) -> None:
 
 
 @contextlib.contextmanager
-def _deterministic_here():
+def deterministic_here():
     """Trainer(deterministic=True) switches deterministic algorithms on for the whole process: undo it."""
     algorithms, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark, cublas = torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG")

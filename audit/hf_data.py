@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audit.errors import UserError
+from audit.errors import UserError, one_line
 
 PREFIX = "hf:"
 LABEL_NAMES = ("label", "labels", "class", "category", "target")  # tried in order when no ClassLabel exists
@@ -68,7 +68,7 @@ def _open(data, datasets):
         try:
             loaded = datasets.load_dataset(name, config or None, split=split or None)
         except Exception as e:
-            raise UserError(f"--data {data}: could not load it ({' '.join(str(e).split())[:200]})") from None
+            raise UserError(f"--data {data}: could not load it ({one_line(e, 200)})") from None
     else:
         loaded = datasets.load_from_disk(data)
     if isinstance(loaded, datasets.DatasetDict):

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from audit.audio import SAMPLE_RATE
-from audit.errors import UserError
+from audit.errors import UserError, one_line
 
 FRAMES, WHISPER, AST = "frames", "whisper", "ast"
 # config.json model_type -> how it is fed and pooled (see the docstring)
@@ -171,7 +171,7 @@ def load_hf_encoder(folder: Path, layer: str | int = "last", source: str | None 
         extractor = transformers.AutoFeatureExtractor.from_pretrained(str(folder))
     except Exception as e:
         raise UserError(f"--encoder {name}: could not load its feature extractor "
-                        f"(preprocessor_config.json): {_short(e)}") from None
+                        f"(preprocessor_config.json): {one_line(e)}") from None
     rate = getattr(extractor, "sampling_rate", None)
     if rate != SAMPLE_RATE:
         raise UserError(f"--encoder {name}: its feature extractor expects {rate} Hz audio; audit decodes clips at "
@@ -179,7 +179,7 @@ def load_hf_encoder(folder: Path, layer: str | int = "last", source: str | None 
     try:
         model = transformers.AutoModel.from_pretrained(str(folder), dtype=torch.float32)
     except Exception as e:
-        raise UserError(f"--encoder {name}: could not load the model: {_short(e)}") from None
+        raise UserError(f"--encoder {name}: could not load the model: {one_line(e)}") from None
     family = SUPPORTED[kind]
     config = model.config
     if family == WHISPER:
@@ -237,7 +237,7 @@ def check_padding(encoder: HFEncoder, name: str = "") -> float:
         together = encoder.encode(batch, torch.tensor([0.5, 1.0]))[0]  # (D,)
         diff = float((together - alone).norm() / alone.norm().clamp_min(1e-12))
     except Exception as e:  # a transformers release that changed the calls or outputs used here
-        diff, detail = float("inf"), _short(e)[:200]
+        diff, detail = float("inf"), one_line(e, 200)
     else:
         detail = f"relative difference {diff:.2g}"
     if not diff <= PADDING_CHECK_TOLERANCE:
@@ -248,6 +248,3 @@ def check_padding(encoder: HFEncoder, name: str = "") -> float:
                         "pip install -c constraints.txt -e '.[hf]'")
     return diff
 
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from audit.heads import _deterministic_here, _top_components
+from audit.heads import deterministic_here, top_components
 from audit.steps import Steps
 
 TAU = 2.0  # chosen on both tag sets (0.25-8 swept; 2-4 best on each; bench/RESULTS.md)
@@ -106,7 +106,7 @@ class StepHeads(L.LightningModule):
         for start in range(0, len(folds), BATCH_CLIPS):
             clips = torch.arange(start, min(start + BATCH_CLIPS, len(folds)), device=self.x.device)
             z = self.clip_logits(clips)  # (F, B, K)
-            out.append(z[folds[clips], torch.arange(len(clips))].sigmoid().double().cpu().numpy())
+            out.append(z[folds[clips], torch.arange(len(clips), device=z.device)].sigmoid().double().cpu().numpy())
         return np.concatenate(out)
 
 
@@ -121,7 +121,7 @@ def out_of_fold_probs(steps: Steps, labels: np.ndarray, folds: np.ndarray, *, pc
     batches = math.ceil(len(steps) / BATCH_CLIPS)
     heads.n_batches = batches
     epochs = max(MIN_EPOCHS if batches > 1 else 1, math.ceil(MIN_STEPS / batches))
-    with _deterministic_here():
+    with deterministic_here():
         trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             deterministic=True, plugins=[LightningEnvironment()])
@@ -148,7 +148,7 @@ def fold_projections(steps: Steps, train: torch.Tensor, pca_dim: int | None, see
         z = (x[sample].double() - mean) / std  # (R, C)
         if pca_dim and x.shape[1] > pca_dim:
             dim = min(pca_dim, len(sample) - 1)
-            basis = _top_components(z - z.mean(0), dim, generator)  # (C, P)
+            basis = top_components(z - z.mean(0), dim, generator)  # (C, P)
         else:
             basis = torch.eye(x.shape[1], dtype=torch.float64)
         projected = z @ basis  # (R, P)

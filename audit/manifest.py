@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audit.errors import UserError
+from audit.errors import UserError, one_line
 
 DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)_"  # FSDD style: 7_jackson_32.wav -> "7"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
@@ -121,7 +121,7 @@ def _from_table(path: Path, need_files: bool = True, multi_label: bool = False) 
         else:
             table = pd.read_parquet(path)
     except Exception as e:
-        raise UserError(f"--data {path}: cannot read the manifest: {' '.join(str(e).split())[:200]}") from None
+        raise UserError(f"--data {path}: cannot read the manifest: {one_line(e, 200)}") from None
     return _from_frame(table, path.parent, "table", need_files, name=str(path), multi_label=multi_label)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.embed import CachedEmbeddings
-from audit.errors import UserError
+from audit.errors import UserError, one_line
 
 EMBEDDING_COLUMN = "embedding"
 
@@ -58,7 +58,7 @@ def _npy(path: Path, n: int) -> np.ndarray:
     try:
         emb = np.load(path, allow_pickle=False, mmap_mode="r")
     except Exception as e:
-        raise UserError(f"--embeddings {path}: cannot read it ({' '.join(str(e).split())[:200]})") from None
+        raise UserError(f"--embeddings {path}: cannot read it ({one_line(e, 200)})") from None
     if emb.ndim != 2 or len(emb) != n:
         raise UserError(f"--embeddings {path}: shape {emb.shape}, expected ({n}, D): one row per manifest row, "
                         "in manifest order")
@@ -71,7 +71,7 @@ def _parquet(path: Path, paths: list[str], files: list[str]) -> np.ndarray:
     try:
         table = pq.read_table(path)
     except Exception as e:
-        raise UserError(f"--embeddings {path}: cannot read it ({' '.join(str(e).split())[:200]})") from None
+        raise UserError(f"--embeddings {path}: cannot read it ({one_line(e, 200)})") from None
     lists = [f.name for f in table.schema if str(f.type).startswith(("list", "fixed_size_list", "large_list"))]
     column = EMBEDDING_COLUMN if EMBEDDING_COLUMN in lists else (lists[0] if len(lists) == 1 else None)
     if "path" not in table.column_names or column is None:

@@ -99,10 +99,13 @@ def test_long_switch_changes_digit_after_the_first_part(tmp_path, fsdd_dir):
 def test_words_are_deterministic_across_worker_counts(tmp_path):
     one = bd.build_words(tmp_path / "one", n=6, seed=3, voices=3, jobs=1)
     two = bd.build_words(tmp_path / "two", n=6, seed=3, voices=3, jobs=2)
-    manifest = read_back(one)
+    manifest, again = read_back(one), read_back(two)
     assert set(manifest.clips["label"]) <= set(bd.WORDS)
     assert manifest.clips["voice"].nunique() <= 3
     assert_16k_pcm16(manifest.files)
+    assert manifest.clips["path"].tolist() == again.clips["path"].tolist()
+    assert manifest.clips["label"].tolist() == again.clips["label"].tolist()
+    assert all(Path(a).read_bytes() == Path(b).read_bytes() for a, b in zip(manifest.files, again.files))
     assert all(0.2 < sf.info(f).duration < 3 for f in manifest.files)
     assert digest(tmp_path / "one") == digest(tmp_path / "two")
 

@@ -9,7 +9,7 @@ import pytest
 from audit import audio, cache
 from audit.cache import ShardStore, cache_folder, clip_keys
 from audit.embed import embed, store_for
-from audit.encoder import encoder_identity, resolve_encoder
+from audit.encoder import encoder_identity
 from audit.options import RunOptions
 
 NAMES = [f"{d}_theo_{n}.wav" for d in range(3) for n in range(2)]

@@ -1,12 +1,10 @@
 """The embedding stage on real FSDD audio with the real ECAPA weights (and an x-vector built here)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from audit import audio, padding
+from audit import audio
 from audit.batching import Decoded, bucket_batches, collate
 from audit.cache import ShardStore
 from audit.embed import embed, store_for
@@ -142,7 +140,6 @@ def test_a_checkpoint_that_unpickles_code_is_refused(xvector_dir, tmp_path):
 @pytest.mark.parametrize("features, dim", [("frames", 6144), ("frames+embedding", 6144 + 192)])
 def test_pooled_frame_features_of_a_padded_batch_match_the_clip_alone(fsdd_dir, ecapa_encoder, features, dim):
     wavs = [audio.load(str(fsdd_dir / n)) for n in NAMES[:8]]
-    durations = np.array([len(w) / audio.SAMPLE_RATE for w in wavs])
     with torch.inference_mode():
         alone = torch.cat([encode(ecapa_encoder, w[None], torch.ones(1), features) for w in wavs])  # (N, D)
         batch = collate([Decoded(i, w) for i, w in enumerate(wavs)])  # one batch, mixed lengths

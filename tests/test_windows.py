@@ -4,9 +4,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audit import audio
-from audit.embed import embed
-from audit.options import RunOptions
 from audit.windows import MIN_LAST_SECONDS, cut, units
 
 
