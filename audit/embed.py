@@ -29,7 +29,7 @@ from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
 from audit.errors import UserError, one_line
 from audit.options import DEFAULT_FEATURES, RunOptions
-from audit.steps import STEP_DIM, Steps, coarsen
+from audit.steps import MAX_STEPS, STEP_DIM, STEP_SECONDS, Steps, coarsen
 from audit.windows import Windows, cut, units
 
 NOT_EMBEDDED = "not embedded this run (a transient error on another rank?); retried on the next run"
@@ -56,11 +56,14 @@ class CachedEmbeddings:
     steps: Steps | None = None  # (N clips) multiple-instance steps, tag sets only (steps.py); failed clips: none
 
 
-def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets=None, durations=None) -> Plan:
+def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets=None, durations=None,
+              steps: bool = False) -> Plan:
+    """`steps`: the run needs each clip's steps too; a cached clip without them is embedded again."""
     keys = clip_keys(files, offsets, durations)
     seconds, failed = probe_all(files, offsets, durations)  # (N,)
     windows = cut(seconds, opts.window_seconds, opts.hop_seconds)
-    done = np.array([k in cached.emb or k in cached.failed for k in keys], dtype=bool)  # (N,)
+    done = np.array([(k in cached.emb and (not steps or k in cached.steps)) or k in cached.failed for k in keys],
+                    dtype=bool)  # (N,)
     todo = [u for u in units(windows, opts.batch_seconds) if not done[windows.row[[w for b in u for w in b]]].all()]
     return Plan(keys=keys, failed=failed, windows=windows, todo=todo)
 
@@ -93,7 +96,7 @@ class EncoderModule(L.LightningModule):
         return dataclasses.replace(batch, wavs=batch.wavs.to(device, non_blocking=True),
                                    lens=batch.lens.to(device, non_blocking=True))
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | tuple:
         if len(batch.index) == 0:
             return torch.empty(0, 0)
         if self.transformers:
@@ -114,9 +117,9 @@ class PlannedBatches(L.LightningDataModule):
     """Rank 0 makes the plan once the ranks are connected; unit i (windows.py) goes to rank i % W."""
 
     def __init__(self, files: list[str], store: ShardStore, opts: RunOptions, plan: Plan | None = None,
-                 offsets=None, durations=None):
+                 offsets=None, durations=None, steps: bool = False):
         super().__init__()
-        self.files, self.store, self.opts = files, store, opts
+        self.files, self.store, self.opts, self.steps = files, store, opts, steps
         self.offsets, self.durations = offsets, durations
         self.plan = plan
 
@@ -125,7 +128,8 @@ class PlannedBatches(L.LightningDataModule):
             plan = None
             if self.trainer.is_global_zero:
                 try:
-                    plan = make_plan(self.files, self.store.load(), self.opts, self.offsets, self.durations)
+                    plan = make_plan(self.files, self.store.load(), self.opts, self.offsets, self.durations,
+                                     self.steps)
                 except Exception as e:  # every rank must hear of it, or the others wait in broadcast forever
                     plan = e
             plan = self.trainer.strategy.broadcast(plan, src=0)
@@ -237,7 +241,7 @@ def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
         wide = features != "embedding" and opts.frames_dim
         settings = dict(features=features, **({"frames_dim": opts.frames_dim} if wide else {}))
         if with_steps(opts, transformers=False):  # a tag-set run's shards also hold steps: a cache of its own
-            settings["steps"] = f"{STEP_DIM}"
+            settings["steps"] = f"{STEP_SECONDS}s x{STEP_DIM} <= {MAX_STEPS}"
     return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
                                    precision=opts.precision, window=opts.window_seconds, hop=opts.hop_seconds,
                                    **settings)), folder
@@ -263,8 +267,9 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
                         f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {one_line(e, 1000)}") from None
     # One process can plan before starting anything, and skip the Trainer when the cache has it all;
     # several must plan inside predict, where rank 0's plan can be broadcast.
-    plan = make_plan(files, store.load(), opts, offsets, durations) if trainer.world_size == 1 else None
-    data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations)
+    steps = with_steps(opts, enc.is_transformers(folder))
+    plan = make_plan(files, store.load(), opts, offsets, durations, steps) if trainer.world_size == 1 else None
+    data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations, steps=steps)
     if plan is None or plan.todo:
         # SpeechBrain's savedir reuses whatever files it finds there: one folder per encoder identity
         module = EncoderModule(folder, Path(opts.cache_dir) / "encoders" / store.folder.name, opts)
@@ -276,8 +281,7 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
     if not trainer.is_global_zero:
         return CachedEmbeddings(emb=np.zeros((0, 0), np.float32), meta=[], failed={}, n_computed=n_todo,
                                 seconds=time.perf_counter() - start, is_rank_zero=False)
-    return _assemble(plan, store.load(), dict(writer.retry), n_todo, time.perf_counter() - start,
-                     steps=with_steps(opts, enc.is_transformers(folder)))
+    return _assemble(plan, store.load(), dict(writer.retry), n_todo, time.perf_counter() - start, steps=steps)
 
 
 def _assemble(plan: Plan, cached: CacheContents, retry: dict, n_todo: int, seconds: float,

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from audit import padding
+from audit import steps as st
 from audit.audio import SAMPLE_RATE
 from audit.errors import UserError, one_line
 from audit.options import DEFAULT_ENCODER, FEATURES
@@ -123,8 +124,6 @@ def encode_with_steps(encoder, wavs: torch.Tensor, lens: torch.Tensor, features:
                       frames_dim: int | None = None, steps: bool = True):
     """(features (B, D), steps (B, S, STEP_DIM) float32, step counts (B,)): encode() plus each clip's
     multiple-instance steps (audit/steps.py) from the same forward pass; (features, None, None) without."""
-    from audit import steps as st
-
     assert features in FEATURES, features
     padding.reflect_padding(encoder)
     frames, frame_lens = padding.frame_lengths(encoder, wavs, lens)  # (B,), (B,)

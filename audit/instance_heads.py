@@ -9,10 +9,14 @@ one step decides). Trained on the clips' tag sets with the summed binary cross-e
 all F folds as one LightningModule (Adam, learning rate decayed linearly to 0), in batches of whole clips.
 
 The standardization and the PCA are folded into each fold's weights (logits = x A_f W_f + c_f), so the
-steps (T, C) are held once, as float16, and never projected per fold: memory is O(T C + F C P).
+steps (T, C) are held once, on the host (float32 up to FLOAT32_BYTES, float16 above), never projected
+per fold; each batch's steps go to the device on their own. Batches are whole clips, about BATCH_STEPS
+steps: the device holds one batch's (F, steps, K) logits. The PCA applies whenever the steps (STEP_DIM)
+are wider than `pca_dim` (the clip statistics are reduced only above options.PCA_FROM_DIM).
 
-`with_step_heads` averages these heads' logits with the clip-statistics heads' (heads.py): on the two tag
-sets of bench/RESULTS.md the pair beat either alone in F1 (the step heads alone flag more clean clips).
+`with_step_heads` averages these heads' logits with the clip-statistics heads' (heads.py): on the words
+tag set the step heads alone flagged many clean clips (precision 0.73) and the pair had the best F1; on
+the digit set the pair kept the step heads' AP (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ from torch.utils.data import DataLoader
 from audit.heads import deterministic_here, top_components
 from audit.steps import Steps
 
-TAU = 2.0  # chosen on both tag sets (0.25-8 swept; 2-4 best on each; bench/RESULTS.md)
+TAU = 2.0  # 0.25-8 swept on the digit tag set (2-4 best), 1-4 on the words set (flat): bench/RESULTS.md
 L2 = 1e-3  # on whitened step features; 1e-2 lost AP on both tag sets
 ADAM_LR = 0.02
-MIN_STEPS = 300  # optimizer steps: full batch up to BATCH_CLIPS clips
+MIN_STEPS = 300  # optimizer steps: one full batch per step up to BATCH_STEPS steps in all
 MIN_EPOCHS = 3
-BATCH_CLIPS = 4096
+BATCH_STEPS = 32_768  # per batch (whole clips): (F, steps, K) float32 logits, ~350 MB at K = 527
 FLOAT32_BYTES = 1 << 30  # steps held as float32 up to this size, float16 (converted per batch) above
 PCA_ROWS = 100_000  # steps sampled per fold for its PCA: the basis settles long before, memory stays bounded
 CHUNK_STEPS = 65_536  # steps read at once for the moments and the probabilities
@@ -49,8 +53,9 @@ class StepHeads(L.LightningModule):
         n_folds = len(train)
         self.seed = seed
         x = torch.as_tensor(steps.values)  # (T, C) float16
-        self.register_buffer("x", x.float() if x.numel() * 4 <= FLOAT32_BYTES else x)  # converting per step costs ~1/3
-        self.register_buffer("offsets", torch.as_tensor(steps.offsets))  # (N + 1,)
+        # plain attributes, not buffers: they stay on the host; a batch's steps move on their own
+        self.x = x.float() if x.numel() * 4 <= FLOAT32_BYTES else x  # converting per batch costs ~1/3 of a step
+        self.offsets = torch.as_tensor(steps.offsets)  # (N + 1,)
         self.register_buffer("labels", torch.as_tensor(labels, dtype=torch.float32))  # (N, K)
         self.register_buffer("train_mask", train)  # (F, N) bool
         self.register_buffer("project", project.float())  # (F, C, P): standardize + PCA + whiten
@@ -61,18 +66,21 @@ class StepHeads(L.LightningModule):
 
     def clip_logits(self, clips: torch.Tensor) -> torch.Tensor:
         """(F, B, K) logits of `clips` (B,): log-mean-exp over each clip's steps at temperature TAU."""
+        device = self.weight.device
+        clips = clips.cpu()
         starts, counts = self.offsets[clips], self.offsets[clips + 1] - self.offsets[clips]  # (B,)
-        owner = torch.repeat_interleave(torch.arange(len(clips), device=clips.device), counts)  # (S_b,)
+        owner = torch.repeat_interleave(torch.arange(len(clips)), counts)  # (S_b,)
         first = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
-        rows = first + torch.arange(len(owner), device=clips.device)  # (S_b,) step ids of these clips
+        rows = first + torch.arange(len(owner))  # (S_b,) step ids of these clips
         x = self.x if len(rows) == len(self.x) else self.x[rows]  # every clip, in order: no copy
+        x, owner, counts = x.to(device, non_blocking=True), owner.to(device), counts.to(device)
         w = torch.einsum("fcp,fpk->fck", self.project, self.weight)  # (F, C, K)
         b = torch.einsum("fp,fpk->fk", self.shift, self.weight) + self.bias  # (F, K)
         n_folds, _, k = w.shape
         z = x.float() @ w.permute(1, 0, 2).reshape(w.shape[1], -1)  # (S_b, F*K)
         z = z.view(-1, n_folds, k).permute(1, 0, 2) + b[:, None, :]  # (F, S_b, K)
         index = owner[None, :, None].expand_as(z)
-        top = torch.full((n_folds, len(clips), k), -torch.inf, device=z.device).scatter_reduce(
+        top = torch.full((n_folds, len(clips), k), -torch.inf, device=device).scatter_reduce(
             1, index, z, "amax").detach()  # (F, B, K): for a stable exp
         e = ((z - top.gather(1, index)) / TAU).exp()
         total = torch.zeros_like(top).scatter_add(1, index, e)  # (F, B, K)
@@ -80,9 +88,9 @@ class StepHeads(L.LightningModule):
 
     def training_step(self, clips, batch_idx):
         clips = clips.sort().values  # the loss ignores the order; a whole set in order needs no step copy
+        mine = self.train_mask[:, clips].float()  # (F, B)
         z = self.clip_logits(clips)  # (F, B, K)
         bce = F.binary_cross_entropy_with_logits(z, self.labels[clips].expand_as(z), reduction="none").sum(-1)  # (F, B)
-        mine = self.train_mask[:, clips].float()  # (F, B)
         # each batch's share of the fold's mean loss, scaled to estimate the whole mean
         per_fold = (bce * mine).sum(-1) / self.train_mask.sum(-1).clamp_min(1) * self.n_batches
         return (per_fold + L2 * self.weight.square().sum((1, 2))).sum()
@@ -95,30 +103,37 @@ class StepHeads(L.LightningModule):
 
     def train_dataloader(self):
         n = len(self.offsets) - 1
-        return DataLoader(range(n), batch_size=min(n, BATCH_CLIPS), shuffle=True,
+        return DataLoader(range(n), batch_size=batch_clips(self.offsets), shuffle=True,
                           generator=torch.Generator().manual_seed(self.seed), collate_fn=torch.tensor)
 
     @torch.no_grad()
     def own_fold_probs(self, folds: np.ndarray) -> np.ndarray:
         """(N, K) float64: each clip's tag probabilities from the head of its own (held-out) fold."""
-        folds = torch.as_tensor(folds, device=self.x.device)
-        out = []
-        for start in range(0, len(folds), BATCH_CLIPS):
-            clips = torch.arange(start, min(start + BATCH_CLIPS, len(folds)), device=self.x.device)
-            z = self.clip_logits(clips)  # (F, B, K)
-            out.append(z[folds[clips], torch.arange(len(clips), device=z.device)].sigmoid().double().cpu().numpy())
+        folds, size, out = torch.as_tensor(folds), batch_clips(self.offsets), []
+        for start in range(0, len(folds), size):
+            clips = torch.arange(start, min(start + size, len(folds)))
+            z = self.clip_logits(clips).cpu()  # (F, B, K)
+            out.append(z[folds[clips], torch.arange(len(clips))].sigmoid().double().numpy())
         return np.concatenate(out)
+
+
+def batch_clips(offsets: torch.Tensor) -> int:
+    """Clips per batch: about BATCH_STEPS steps at the set's mean steps per clip (at least one clip)."""
+    n = len(offsets) - 1
+    return max(1, min(n, BATCH_STEPS * n // max(1, int(offsets[-1]))))
 
 
 def out_of_fold_probs(steps: Steps, labels: np.ndarray, folds: np.ndarray, *, pca_dim: int | None,
                       accelerator: str = "cpu", seed: int = 0) -> np.ndarray:
     """Out-of-fold tag probabilities (N, K) from the step heads; `labels` (N, K) multi-hot."""
+    empty = np.flatnonzero(np.diff(steps.offsets) == 0)
+    assert not len(empty), f"clip rows {empty[:5].tolist()} have no steps: leave them out before the step heads"
     L.seed_everything(seed, verbose=False)
     n_folds = int(folds.max()) + 1
     train = torch.as_tensor(folds)[None, :] != torch.arange(n_folds)[:, None]  # (F, N)
     project, shift = fold_projections(steps, train, pca_dim, seed)
     heads = StepHeads(steps, labels, train, project, shift, seed)
-    batches = math.ceil(len(steps) / BATCH_CLIPS)
+    batches = math.ceil(len(steps) / batch_clips(heads.offsets))
     heads.n_batches = batches
     epochs = max(MIN_EPOCHS if batches > 1 else 1, math.ceil(MIN_STEPS / batches))
     with deterministic_here():

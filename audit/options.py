@@ -96,6 +96,8 @@ class RunOptions:
             _choice("features", self.features, FEATURES)
         if not (self.layer in ("last", "mean") or str(self.layer).lstrip("-").isdigit()):
             raise UserError(f"--layer {self.layer}: last, mean, or a hidden-state index (an integer)")
+        if not self.step_heads and not self.multi_label:
+            raise UserError("--no-step-heads: the step heads are for tag sets; add --multi-label or leave it out")
         _choice("rank-by", self.rank_by, RANK_BY)
         if self.filter_by is not None:
             _choice("filter-by", self.filter_by, FILTER_BY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ import pandas as pd
 from audit import health
 from audit.errors import UserError
 from audit.options import RunOptions
+
+if TYPE_CHECKING:
+    from audit.steps import Steps
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class EmbeddedClips:
     seconds: dict
     facts: dict
     user_order: bool  # rows keep an order the user gave (a table manifest), so order-based checks mean something
-    steps: object = None  # steps.Steps of the N clips (tag sets with a SpeechBrain encoder), else None
+    steps: Steps | None = None  # the N clips' steps (tag sets; the first encoder, when SpeechBrain), else None
 
     @property
     def multi_label(self) -> bool:
@@ -113,15 +117,15 @@ def _embed_all(manifest, opts: RunOptions):
 
     from audit.embed import embed
 
-    parts = [embed(manifest.files, replace(opts, encoder=e), manifest.offsets, manifest.durations)
-             for e in opts.encoders]
+    # steps (tag sets) come from the first encoder alone: the others skip computing and caching them
+    parts = [embed(manifest.files, replace(opts, encoder=e, step_heads=opts.step_heads and i == 0), manifest.offsets,
+                   manifest.durations) for i, e in enumerate(opts.encoders)]
     if len(parts) == 1 or not parts[0].is_rank_zero:
         return parts[0]
     failed = {}
     for p in parts:  # a clip any encoder could not use is left out, with the first reason
         for row, reason in p.failed.items():
             failed.setdefault(row, reason)
-    # steps (tag sets) stay the first encoder's: the instance heads read one encoder's frames
     return replace(parts[0], emb=np.concatenate([p.emb for p in parts], axis=1), failed=dict(sorted(failed.items())),
                    n_computed=max(p.n_computed for p in parts), seconds=sum(p.seconds for p in parts))
 

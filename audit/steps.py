@@ -5,7 +5,7 @@ a clip, somewhere: one word of three, a dog barking for a second of ten. A clip'
 frames blurs what one part of it holds; a step is the mean of the encoder's frames over STEP_SECONDS
 (the same layer the clip's frame statistics pool: encoder.py), and the tag heads (instance_heads.py)
 score every step and pool the steps' scores over the clip. Measured on two tag sets
-(bench/RESULTS.md): AP 0.866 -> 0.952 and 0.661 -> 0.85 over the clip statistics alone.
+(bench/RESULTS.md): AP 0.866 -> 0.951 and 0.661 -> 0.856 over the clip statistics alone.
 
 Steps are projected to STEP_DIM by the same fixed random projection as `--frames-dim` (data-independent:
 each clip's cache entry stays its own) and stored as float16; a clip longer than MAX_STEPS steps

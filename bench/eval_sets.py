@@ -7,8 +7,8 @@ Each set is built by bench/make_sets.py and embedded once with the real ECAPA we
 forward pass, so every representation is a slice of one array). Then `audit evaluate`'s own
 function flips 5% of the labels (uniform and confusable) and scores each configuration, and the
 reference recipe (sklearn LR C=0.01 + cleanlab self-confidence) on the final embedding, all on the
-same flips. Tag sets (multilabel*) also get each clip's steps, and the step heads join as in a run
-(instance_heads.py) unless a configuration says "no step heads". Writes bench/out/eval_sets.json and prints a markdown table for bench/RESULTS.md.
+same flips. Tag sets (multilabel*) also get each clip's steps; the step heads join (instance_heads.py)
+in "frames, defaults" alone, as in a run with the defaults. Writes bench/out/eval_sets.json and prints a markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 OUT = ROOT / "bench" / "out"
 EMBEDDING_DIM = 192  # ECAPA's final embedding: the last columns of frames+embedding
-# name -> (representation, l2, pca_dim[, step heads for tag sets: default True, as a run does])
+# name -> (representation, l2, pca_dim[, step heads on tag sets: only where a configuration says so])
 CONFIGS = {
-    "frames, defaults": ("frames", 0.01, "auto"),  # PCA and filter_by by task (options.task_defaults)
-    "frames, defaults, no step heads": ("frames", 0.01, "auto", False),  # tag sets: the clip statistics alone
+    "frames, defaults": ("frames", 0.01, "auto", True),  # as a run: PCA, filter_by, step heads by task
+    "frames, defaults, no step heads": ("frames", 0.01, "auto"),  # tag sets: the clip statistics alone
     "embedding, l2 0.01": ("embedding", 0.01, None),
     "embedding, l2 auto": ("embedding", "auto", None),
     "frames, pca 128, l2 0.01": ("frames", 0.01, 128),
@@ -103,7 +103,7 @@ def main() -> None:
                 rec = evaluate.evaluate(representation(data.emb, rep), data.labels, k, noises=[args.noise],
                                         kind=kind, repeats=args.repeats, seed=0,
                                         baseline="reference" if name == "reference" else None,
-                                        l2=l2, pca_dim=pca, steps=data.steps if steps != [False] else None)
+                                        l2=l2, pca_dim=pca, steps=data.steps if steps == [True] else None)
                 rec = [r for r in rec if r["method"] == ("reference" if name == "reference" else "audit")][0]
                 row = {"set": set_name, "n": len(data.clips), "classes": k, "kind": kind, "config": name,
                        "seconds": round(time.perf_counter() - t, 1),

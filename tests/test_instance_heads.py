@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from audit import instance_heads
+from audit import cache
 from audit.cache import ShardStore
 from audit.folds import fold_ids
 from audit.steps import MAX_STEPS, Steps, coarsen, step_means
@@ -65,6 +66,7 @@ def test_the_cache_keeps_each_clips_steps(tmp_path):
     with np.load(path) as z:
         arrays = dict(z)
     arrays["step_counts"] = np.array([3, 2])
+    arrays["digest"] = np.array(cache._digest(arrays))  # a consistent digest: the count check itself must catch it
     np.savez(path, **arrays)
     assert ShardStore(tmp_path).load().emb == {}
 
@@ -116,7 +118,7 @@ def test_with_step_heads_averages_the_two_heads_logits():
     assert np.allclose(both, 1 / (1 + np.exp(-z / 2)), atol=1e-6)
 
 
-def test_no_step_heads_keeps_tag_runs_on_the_clip_statistics():
+def test_no_step_heads_keeps_tag_runs_on_the_clip_statistics(capsys):
     from dataclasses import replace
 
     from audit.cli import options_from, run_parser
@@ -126,4 +128,41 @@ def test_no_step_heads_keeps_tag_runs_on_the_clip_statistics():
     assert opts.multi_label and not opts.step_heads and not with_steps(opts, transformers=False)
     on = replace(opts, step_heads=True)
     assert with_steps(on, transformers=False) and not with_steps(on, transformers=True)
-    assert not with_steps(replace(on, multi_label=False), transformers=False)
+    from audit.cli import main
+
+    assert main(["--data", "m.csv", "--no-step-heads"]) == 2  # without --multi-label: one line, not ignored
+    assert "--no-step-heads" in capsys.readouterr().err
+
+
+def test_each_folds_projection_whitens_its_training_steps_only():
+    steps, tags = planted(n=200, dim=32)
+    folds = fold_ids(tags, 4, 0)
+    train = torch.as_tensor(folds)[None, :] != torch.arange(4)[:, None]
+    project, shift = instance_heads.fold_projections(steps, train, pca_dim=8, seed=0)
+    assert project.shape == (4, 32, 8)
+    x = torch.as_tensor(steps.values).double()
+    owner = torch.as_tensor(steps.clip_of_step())
+    for f in range(4):
+        z = (x @ project[f] + shift[f])[train[f][owner]]  # (T_f, 8)
+        assert torch.allclose(z.mean(0), torch.zeros(8, dtype=z.dtype), atol=1e-6)
+        assert torch.allclose(z.std(0), torch.ones(8, dtype=z.dtype), atol=1e-2)
+    # the held-out clips' steps shape nothing: moving one changes no other held-out clip's probabilities
+    p = instance_heads.out_of_fold_probs(steps, tags, folds, pca_dim=8)
+    moved = steps.values.copy()
+    i = int(np.flatnonzero(folds == 0)[0])
+    moved[steps.offsets[i]:steps.offsets[i + 1]] += np.float16(3.0)
+    q = instance_heads.out_of_fold_probs(Steps(moved, steps.offsets), tags, folds, pca_dim=8)
+    others = (folds == 0) & (np.arange(len(folds)) != i)
+    assert np.allclose(p[others], q[others], atol=1e-6) and not np.allclose(p[i], q[i], atol=1e-3)
+
+
+def test_a_subset_keeps_the_chosen_clips_steps_in_order():
+    steps = Steps.from_list([np.full((n, 2), n, np.float16) for n in (1, 2, 3)], 2)
+    sub = steps.subset(np.array([2, 0]))
+    assert np.diff(sub.offsets).tolist() == [3, 1] and (sub.clip(0) == 3).all() and (sub.clip(1) == 1).all()
+
+
+def test_a_clip_without_steps_is_refused_not_turned_into_nan():
+    steps = Steps.from_list([np.ones((2, 3), np.float16), np.zeros((0, 3), np.float16)], 3)
+    with pytest.raises(AssertionError, match="no steps"):
+        instance_heads.out_of_fold_probs(steps, np.array([[1], [0]]), np.array([0, 1]), pca_dim=None)
