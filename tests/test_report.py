@@ -236,6 +236,33 @@ def test_a_run_too_large_for_the_page_exports_the_reviewed_cards_only(report_run
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def test_a_manifest_of_segments_exports_each_clips_offset_and_duration(report_run, browser, tmp_path):
+    """Two segments of one file are two clips: the corrected manifest must keep them apart."""
+    from selenium.webdriver.common.by import By
+
+    from audit import report
+    from audit.outputs import read_run
+
+    run = read_run(report_run)
+    run.scores["offset"] = (run.scores["row"] * 0.5).astype(str)  # as a segmented run's extra columns come back
+    run.scores["duration"] = "1.25"
+    page = report.render_report(run, tmp_path / "segments.html", top=3)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get(page.as_uri())
+    browser.execute_script("localStorage.clear()")
+    browser.refresh()
+    browser.find_element(By.ID, "export-csv").click()
+    table = list(csv.reader(io.StringIO(_wait_for_download(downloads, "*-corrected.csv").read_text(encoding="utf-8"),
+                                        newline="")))
+    assert table[0] == ["path", "offset", "duration", "label", "original_label", "decision"]
+    assert len(table) == len(run.clip_map) + 1
+    assert [float(r[1]) for r in table[1:]] == [0.5 * i for i in range(len(run.clip_map))]
+    assert {r[2] for r in table[1:]} == {"1.25"}
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def test_report_command_rebuilds_the_page(report_run, tmp_path):
     (report_run / "report.html").unlink()
     assert main(["report", str(report_run), "--top", "3"]) == 0

@@ -22,6 +22,7 @@ MAX_TABLE_ROWS = 200
 # Up to this many clips the page carries every clip's path and labels, and exports a corrected manifest of
 # all of them; above it (~60 MB of page at 1M clips) only the clips on cards, merged into the manifest by path.
 REVIEW_ALL_ROWS_MAX = 100_000
+SEGMENT_COLUMNS = ("offset", "duration")  # manifest columns that make a row a segment of its file (manifest.py)
 HEALTH_MEDIA = 20  # audio-health rows with their audio embedded: the page stays light
 HERE = Path(__file__).parent
 
@@ -83,7 +84,8 @@ def _review(run, names: list, labels: np.ndarray, suggested: np.ndarray, card_ro
     downloads folder, where a path relative to the user's manifest would point nowhere. The key that
     stores decisions in the browser is unique to the run: output folder name + finished_at.
     Above REVIEW_ALL_ROWS_MAX clips only the card rows are carried (`partial`): path, given and
-    suggested become {row: value} for those rows.
+    suggested become {row: value} for those rows. A manifest of segments (`offset`, `duration`) has them
+    carried too: one file's segments are different clips, and the export must say which is which.
     """
     s = run.summary
     name = Path(s["options"].get("out") or Path(path).resolve().parent).name or "audit"
@@ -92,14 +94,19 @@ def _review(run, names: list, labels: np.ndarray, suggested: np.ndarray, card_ro
               np.argsort(-run.pred_probs[r], kind="stable")[:9].tolist() for r in card_rows}
     files = run.clip_map["file"].tolist()
     partial = len(files) > REVIEW_ALL_ROWS_MAX
+    by_row = run.scores.set_index("row")
+    segment = {c: by_row[c].reindex(range(len(files))).fillna("").astype(str).tolist()
+               for c in SEGMENT_COLUMNS if c in by_row.columns}  # {column: (N,) text}
     if partial:
         rows = sorted(card_rows)
-        path, given, sugg = ({r: values[r] for r in rows} for values in (files, labels.tolist(), suggested.tolist()))
+        path, given, sugg, *parts = ({r: values[r] for r in rows}
+                                     for values in (files, labels.tolist(), suggested.tolist(), *segment.values()))
+        segment = dict(zip(segment, parts))
     else:
         rows, path, given, sugg = list(range(len(files))), files, labels.tolist(), suggested.tolist()
     return {"key": f"audit-review:{name}:{s['finished_at']}", "name": name, "classes": names, "rows": rows,
             "partial": partial, "n_clips": len(files), "path": path, "given": given, "suggested": sugg,
-            "ranked": ranked}
+            "segment": segment, "ranked": ranked}
 
 
 def _issue(r, file: str, p: np.ndarray, classes: list) -> dict:

@@ -111,11 +111,18 @@
 
   function fileStem() { return data.name.replace(/[^A-Za-z0-9._-]+/g, "_"); }
 
+  // offset/duration of a manifest of segments: one file's segments are different clips
+  function segmentColumns() {  // in the manifest's order, whatever order the page's JSON keeps
+    return ["offset", "duration"].filter(function (c) { return data.segment && c in data.segment; });
+  }
+
   function exportCsv() {
-    var lines = [csvLine(["path", "label", "original_label", "decision"])];
+    var seg = segmentColumns();
+    var lines = [csvLine(["path"].concat(seg, ["label", "original_label", "decision"]))];
     data.rows.forEach(function (r) {  // every clip, or only the cards' where the run is too large (data.partial)
       var given = label(data.given[r]), d = decisions[r];
-      lines.push(csvLine([data.path[r], d ? d.label : given, given, d ? d.decision : "unreviewed"]));
+      var where = seg.map(function (c) { return data.segment[c][r]; });
+      lines.push(csvLine([data.path[r]].concat(where, [d ? d.label : given, given, d ? d.decision : "unreviewed"])));
     });
     download(lines.join(""), "text/csv", fileStem() + "-corrected.csv");
   }
@@ -124,7 +131,9 @@
     var rows = Object.keys(decisions).map(Number).sort(function (a, b) { return a - b; });
     var list = rows.map(function (r) {
       var d = decisions[r];
-      return { row: r, path: data.path[r], given: label(data.given[r]), decision: d.decision, label: d.label, at: d.at };
+      var item = { row: r, path: data.path[r], given: label(data.given[r]), decision: d.decision, label: d.label, at: d.at };
+      segmentColumns().forEach(function (c) { item[c] = data.segment[c][r]; });
+      return item;
     });
     download(JSON.stringify(list, null, 1) + "\n", "application/json", fileStem() + "-decisions.json");
   }
