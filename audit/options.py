@@ -112,12 +112,14 @@ class RunOptions:
             _at_least("pca-dim", self.pca_dim, 1)
         if self.frames_dim is not None:
             _at_least("frames-dim", self.frames_dim, 1)
-        if self.l2 != "auto" and not (isinstance(self.l2, (int, float)) and self.l2 > 0):
+        if self.l2 != "auto" and not (_is_number(self.l2) and self.l2 > 0):
             raise UserError(f"--l2 {self.l2}: a number > 0 or 'auto'")
         for name, value in (("batch-seconds", self.batch_seconds), ("window-seconds", self.window_seconds),
                             ("hop-seconds", self.hop_seconds)):
-            if value is not None and not value > 0:
-                raise UserError(f"--{name} {value}: must be > 0")
+            if value is not None and not (_is_number(value) and value > 0):
+                raise UserError(f"--{name} {value!r}: must be a number > 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise UserError(f"--seed {self.seed!r}: need a whole number")
 
     @property
     def encoders(self) -> tuple:
@@ -178,6 +180,10 @@ def _choice(name: str, value, choices: tuple) -> None:
         raise UserError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _at_least(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or value < low:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise UserError(f"--{name} {value}: need a whole number >= {low}")

@@ -161,3 +161,12 @@ def test_minibatch_heads_match_the_lbfgs_optimum_on_fsdd(subset_dir, ecapa, cach
     assert (full.argmax(1) == mini.argmax(1)).all()
     flagged = [find_label_issues(data.labels, p).flagged for p in (full, mini)]
     assert flagged[0].sum() >= 3 and np.array_equal(*flagged)
+
+
+@pytest.mark.parametrize("option", [dict(folds="5"), dict(window_seconds="10"), dict(l2="0.1"), dict(seed="1"),
+                                    dict(batch_seconds=True), dict(pca_dim="256")])
+def test_an_api_option_of_the_wrong_type_is_one_line_not_a_type_error(option):
+    from audit.options import RunOptions
+
+    with pytest.raises(UserError, match=f"--{next(iter(option)).replace('_', '-')}"):
+        RunOptions(**option)
