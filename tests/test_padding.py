@@ -60,10 +60,27 @@ def test_frame_lengths_count_centred_stft_frames():
 
 def test_the_load_time_check_passes_with_the_fix(ecapa, tmp_path):
     encoder = enc.load_encoder(enc.resolve_encoder(ecapa), tmp_path)
-    assert enc.check_padding(encoder) < 1e-4
+    ok, detail = padding.padded_vs_alone(lambda wavs, lens: enc.encode(encoder, wavs, lens))
+    assert ok and float(detail.split()[-1]) < 1e-4, detail
 
 
 def test_the_load_time_check_stops_a_speechbrain_that_breaks_the_fix(ecapa, tmp_path, monkeypatch):
     monkeypatch.setattr(padding, "_per_clip_padding", lambda module, state, get: module._manage_padding)
     with pytest.raises(UserError, match=r"SpeechBrain \d.*no longer gets the embedding"):
         enc.load_encoder(enc.resolve_encoder(ecapa), tmp_path)
+
+
+def test_the_shared_check_stops_a_transformers_encoder_that_lets_padding_in():
+    from types import SimpleNamespace
+
+    from audit import hf_encoder
+
+    hf_encoder.check_padding(SimpleNamespace(encode=lambda wavs, lens: wavs[:, :4000].sum(1, keepdim=True)), "ok")
+    with pytest.raises(UserError, match=r"--encoder leaky: with transformers .* no longer gets .*relative difference"):
+        hf_encoder.check_padding(SimpleNamespace(encode=lambda wavs, lens: wavs.mean(1, keepdim=True)), "leaky")
+
+    def broken(wavs, lens):
+        raise KeyError("last_hidden_state")
+
+    with pytest.raises(UserError, match=r"--encoder gone: .*KeyError: 'last_hidden_state'"):
+        hf_encoder.check_padding(SimpleNamespace(encode=broken), "gone")
