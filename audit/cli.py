@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from audit import options as o
@@ -268,32 +267,13 @@ def cmd_evaluate(argv: list[str]) -> int:
 
     outputs.prepare_out(out)
     _quiet_libraries()
-    from tqdm.auto import tqdm
-
     from audit import evaluate
-    from audit.pipeline import embed_dataset
 
-    start = time.perf_counter()
-    data = embed_dataset(opts)
-    if data is None:
+    done = evaluate.evaluate_run(opts, noises=args.noise, kind=args.noise_kind, repeats=args.repeats,
+                                 baseline=args.baseline)
+    if done is None:  # another rank of a multi-process embedding stage
         return 0
-    methods = 1 + (args.baseline == "reference")
-    bar = tqdm(total=len(args.noise) * args.repeats * methods, desc="evaluating", unit="fit",
-               disable=not opts.progress)
-    records = evaluate.evaluate(
-        data.emb, data.labels, len(data.classes), noises=args.noise, kind=args.noise_kind, repeats=args.repeats,
-        seed=opts.seed, baseline=args.baseline, folds=opts.folds, l2=opts.l2, pca_dim=opts.pca_dim,
-        rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=opts.accelerator,
-        progress=lambda *_: bar.update(), steps=data.steps)
-    bar.close()
-    report = {"n_clips": len(data.clips), "n_skipped": len(data.skipped), "n_classes": len(data.classes),
-              "noise_kind": args.noise_kind, "repeats": args.repeats, "results": records,
-              "seconds": round(time.perf_counter() - start, 3), "encoder": opts.encoder, "seed": opts.seed,
-              "versions": outputs.versions(),
-              "options": {**opts.as_dict(), "noise": args.noise, "noise_kind": args.noise_kind,
-                          "repeats": args.repeats, "baseline": args.baseline}}
-    outputs.write_json(report, out / "eval.json")
-    outputs.write_csv(data.skipped, out / "skipped.csv")
+    data, records = done
     print(f"\naudit evaluate: {len(data.clips)} clips, {len(data.classes)} classes, {args.noise_kind} noise, "
           f"{args.repeats} repeat(s); mean ± std\n")
     print(evaluate.format_table(records))

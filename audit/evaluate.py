@@ -177,3 +177,36 @@ def format_table(records: list[dict]) -> str:
         cells = "".join(f"{rec[m]['mean']:>10.3f} ±{rec[m]['std']:.3f}" for m in METRICS)
         lines.append(f"{rec['noise']:>6.2f}  {rec['method']:<10}{cells}")
     return "\n".join(lines)
+
+
+def evaluate_run(opts, *, noises: list[float], kind: str, repeats: int, baseline: str | None):
+    """`audit evaluate` after its arguments: embed (resolved `opts`), evaluate with a progress bar, write
+    OUT/eval.json and OUT/skipped.csv. (data, records) on rank 0; None on the other ranks."""
+    import time
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from audit import outputs
+    from audit.pipeline import embed_dataset
+
+    start = time.perf_counter()
+    data = embed_dataset(opts)
+    if data is None:
+        return None
+    methods = 1 + (baseline == "reference")
+    bar = tqdm(total=len(noises) * repeats * methods, desc="evaluating", unit="fit", disable=not opts.progress)
+    records = evaluate(data.emb, data.labels, len(data.classes), noises=noises, kind=kind, repeats=repeats,
+                       seed=opts.seed, baseline=baseline, folds=opts.folds, l2=opts.l2, pca_dim=opts.pca_dim,
+                       rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=opts.accelerator,
+                       progress=lambda *_: bar.update(), steps=data.steps)
+    bar.close()
+    report = {"n_clips": len(data.clips), "n_skipped": len(data.skipped), "n_classes": len(data.classes),
+              "noise_kind": kind, "repeats": repeats, "results": records,
+              "seconds": round(time.perf_counter() - start, 3), "encoder": opts.encoder, "seed": opts.seed,
+              "versions": outputs.versions(),
+              "options": {**opts.as_dict(), "noise": noises, "noise_kind": kind, "repeats": repeats,
+                          "baseline": baseline}}
+    outputs.write_json(report, Path(opts.out) / "eval.json")
+    outputs.write_csv(data.skipped, Path(opts.out) / "skipped.csv")
+    return data, records
