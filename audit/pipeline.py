@@ -118,7 +118,8 @@ def _embed_all(manifest, opts: RunOptions):
     from audit.embed import embed
 
     # steps (tag sets) come from the first encoder alone: the others skip computing and caching them
-    parts = [embed(manifest.files, replace(opts, encoder=e, step_heads=opts.step_heads and i == 0), manifest.offsets,
+    later = {"step_heads": False} if opts.multi_label else {}
+    parts = [embed(manifest.files, replace(opts, encoder=e, **(later if i else {})), manifest.offsets,
                    manifest.durations) for i, e in enumerate(opts.encoders)]
     if len(parts) == 1 or not parts[0].is_rank_zero:
         return parts[0]
