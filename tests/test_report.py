@@ -207,6 +207,22 @@ def test_review_decisions_persist_and_export_a_corrected_manifest(report_run, br
     assert browser.save_screenshot(str(artefacts / "report-review.png"))
 
 
+def _fresh_page(browser, page, tmp_path):
+    """Opens `page` with no stored decisions and downloads allowed into a new folder, which it returns."""
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get(page.as_uri())
+    browser.execute_script("localStorage.clear()")
+    browser.refresh()
+    return downloads
+
+
+def _corrected_csv(downloads) -> list[list[str]]:
+    text = _wait_for_download(downloads, "*-corrected.csv").read_text(encoding="utf-8")
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
 def test_a_run_too_large_for_the_page_exports_the_reviewed_cards_only(report_run, browser, tmp_path, monkeypatch):
     """Above REVIEW_ALL_ROWS_MAX clips the page carries only its cards' rows (1M paths were a 68 MB page)."""
     from selenium.webdriver.common.by import By
@@ -220,16 +236,10 @@ def test_a_run_too_large_for_the_page_exports_the_reviewed_cards_only(report_run
     cards = run.scores[run.scores["is_label_issue"]].head(5)
     files = run.clip_map.set_index("row")["file"]
     assert "merge it into your manifest by path" in page.read_text()
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    browser.get(page.as_uri())
-    browser.execute_script("localStorage.clear()")
-    browser.refresh()
+    downloads = _fresh_page(browser, page, tmp_path)
     browser.find_element(By.ID, f"issue-{cards.iloc[0].row}").find_element(By.CSS_SELECTOR, "button.accept").click()
     browser.find_element(By.ID, "export-csv").click()
-    table = list(csv.reader(io.StringIO(_wait_for_download(downloads, "*-corrected.csv").read_text(encoding="utf-8"),
-                                        newline="")))
+    table = _corrected_csv(downloads)
     assert [r[0] for r in table[1:]] == [files[r] for r in sorted(cards["row"])]  # the cards, in row order
     decided = {r[0]: (r[1], r[3]) for r in table[1:]}
     assert decided[files[cards.iloc[0].row]] == (cards.iloc[0].suggested_label, "accept")
@@ -247,15 +257,9 @@ def test_a_manifest_of_segments_exports_each_clips_offset_and_duration(report_ru
     run.scores["offset"] = (run.scores["row"] * 0.5).astype(str)  # as a segmented run's extra columns come back
     run.scores["duration"] = "1.25"
     page = report.render_report(run, tmp_path / "segments.html", top=3)
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    browser.get(page.as_uri())
-    browser.execute_script("localStorage.clear()")
-    browser.refresh()
+    downloads = _fresh_page(browser, page, tmp_path)
     browser.find_element(By.ID, "export-csv").click()
-    table = list(csv.reader(io.StringIO(_wait_for_download(downloads, "*-corrected.csv").read_text(encoding="utf-8"),
-                                        newline="")))
+    table = _corrected_csv(downloads)
     assert table[0] == ["path", "offset", "duration", "label", "original_label", "decision"]
     assert len(table) == len(run.clip_map) + 1
     assert [float(r[1]) for r in table[1:]] == [0.5 * i for i in range(len(run.clip_map))]
