@@ -185,16 +185,24 @@ def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str,
     epochs = max(MINIBATCH_EPOCHS, math.ceil(MINIBATCH_MIN_STEPS / batches)) if minibatch else 1
     heads = FoldHeads(x, labels, train, mean, std, n_classes, l2, batch_rows=BATCH_ROWS if minibatch else None,
                       epochs=epochs, seed=seed)
-    # One process fits the heads even inside a multi-rank job: LightningEnvironment keeps Lightning
-    # from matching devices=1 against SLURM's task count.
+    trainer = fit_quietly(heads, accelerator, epochs)
+    if not minibatch:
+        _warn_if_not_converged(trainer.optimizers[0])
+    return heads
+
+
+def fit_quietly(module: L.LightningModule, accelerator: str, epochs: int) -> L.Trainer:
+    """Fits `module` for `epochs` on one device in this process (no logger, checkpoints or bars), deterministically.
+
+    LightningEnvironment keeps Lightning from matching devices=1 against SLURM's task count inside a
+    multi-rank job; deterministic_here undoes the process-wide switches Trainer(deterministic=True) sets.
+    """
     with deterministic_here():
         trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             deterministic=True, plugins=[LightningEnvironment()])
-        trainer.fit(heads)
-    if not minibatch:
-        _warn_if_not_converged(trainer.optimizers[0])
-    return heads
+        trainer.fit(module)
+    return trainer
 
 
 def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int):

@@ -24,13 +24,12 @@ from __future__ import annotations
 import math
 
 import lightning as L
-from lightning.pytorch.plugins.environments import LightningEnvironment
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from audit.heads import deterministic_here, top_components
+from audit.heads import fit_quietly, top_components
 from audit.steps import Steps
 
 TAU = 2.0  # 0.25-8 swept on the digit tag set (2-4 best), 1-4 on the words set (flat): bench/RESULTS.md
@@ -136,11 +135,7 @@ def out_of_fold_probs(steps: Steps, labels: np.ndarray, folds: np.ndarray, *, pc
     batches = math.ceil(len(steps) / batch_clips(heads.offsets))
     heads.n_batches = batches
     epochs = max(MIN_EPOCHS if batches > 1 else 1, math.ceil(MIN_STEPS / batches))
-    with deterministic_here():
-        trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            deterministic=True, plugins=[LightningEnvironment()])
-        trainer.fit(heads)
+    fit_quietly(heads, accelerator, epochs)
     return heads.own_fold_probs(folds)
 
 
