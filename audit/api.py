@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import UserError
-from audit.options import RunOptions
+from audit.options import DEFAULT_REPORT_TOP, RunOptions
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,21 @@ class Result:
     def classes(self) -> list:
         return list(self.run.data.classes)
 
-    def report(self, path: str | Path = "report.html", top: int = 50) -> Path:
+    def report(self, path: str | Path = "report.html", top: int = DEFAULT_REPORT_TOP) -> Path:
         """Writes the self-contained review page to `path`; returns it."""
         from audit.report import render_report
 
         return render_report(self.files, Path(path), top)
 
 
-def run(data, *, out: str | None = None, report_top: int = 50, **options) -> Result:
+def run(data, *, out: str | None = None, report_top: int = DEFAULT_REPORT_TOP, **options) -> Result:
     """Audit `data` with the CLI's options as keywords.
 
     `data`: a folder, a CSV/Parquet/JSON-lines manifest, 'fsdd', 'hf:NAME[:CONFIG][:SPLIT]', a saved
     Hugging Face dataset folder, a pandas DataFrame (path, label, extras) or a `datasets.Dataset`.
 
-    Options are those of `python -m audit --help`, with '_' for '-' (encoder=..., folds=..., seed=...).
+    Options are those of `python -m audit --help`, with '_' for '-' (encoder=..., folds=..., seed=...);
+    `encoder` is one id or folder, or a list of several (the CLI's --encoders), each at most once.
     Nothing is written unless `out` is given.
     """
     known = {f.name for f in dataclasses.fields(RunOptions)} - {"data", "out"}
@@ -82,12 +83,17 @@ def run(data, *, out: str | None = None, report_top: int = 50, **options) -> Res
     return result
 
 
-def audit(opts: RunOptions, report_top: int = 50) -> Result | None:
-    """The run for `opts`, with its outputs written to opts.out if set; None on ranks other than 0."""
+def audit(opts: RunOptions, report_top: int = DEFAULT_REPORT_TOP, started: float | None = None) -> Result | None:
+    """The run for `opts`, with its outputs written to opts.out if set; None on ranks other than 0.
+
+    `started`: a time.perf_counter() reading when the caller's clock started (the CLI: when audit was
+    imported), so that summary.json's seconds account for the whole run, start-up included.
+    """
     from audit import outputs
     from audit.pipeline import run_audit
 
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
+    startup = {"startup": time.perf_counter() - start} if started is not None else {}  # imports, parsing
     out = Path(opts.out) if opts.out else None
     if out is not None:
         outputs.prepare_out(out)
@@ -95,15 +101,26 @@ def audit(opts: RunOptions, report_top: int = 50) -> Result | None:
     result = run_audit(resolved)
     if result is None:
         return None
-    summary = outputs.build_summary(result, resolved.as_dict(), time.perf_counter() - start)
+    result = dataclasses.replace(result, seconds={**startup, **result.seconds})
+    t = time.perf_counter()
+    summary = outputs.build_summary(result, resolved.as_dict(), t - start)
     files = outputs.run_files(result, summary)
+    seconds = {"tables": time.perf_counter() - t}
     if out is not None:
         from audit.report import build_report
 
         from audit import precomputed
 
+        t = time.perf_counter()
         outputs.write_outputs(out, files)
         if not resolved.embeddings:  # the user already holds them
             precomputed.write(out / "embeddings.parquet", result.data.files, result.data.emb)
+        seconds["write"] = time.perf_counter() - t
+        t = time.perf_counter()
         build_report(out, top=report_top)
+        seconds["report"] = time.perf_counter() - t
+    summary = outputs.final_seconds(summary, seconds, time.perf_counter() - start)
+    files = dataclasses.replace(files, summary=summary)
+    if out is not None:
+        outputs.write_json(summary, out / "summary.json")  # again: now its seconds include the report
     return Result(run=result, files=files, out=out)

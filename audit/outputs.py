@@ -294,6 +294,16 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
     }
 
 
+def final_seconds(summary: dict, later: dict, total: float) -> dict:
+    """summary with `later` stages (tables, write, report) added to its seconds and the whole run's total:
+    `other` is what no stage accounts for, so the stages sum to the total."""
+    seconds = {k: v for k, v in summary["seconds"].items() if k != "total"}
+    seconds.update({k: round(v, 3) for k, v in later.items()})
+    seconds["other"] = round(max(0.0, total - sum(seconds.values())), 3)
+    seconds["total"] = round(total, 3)
+    return {**summary, "seconds": seconds}
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process or any child it waited for (DDP ranks, loader workers)."""
     import resource
