@@ -1,4 +1,4 @@
-"""Decode one clip into the encoder's input: mono float32 at 16 kHz.
+"""Decode one clip into the encoder's input: mono float32 at the encoder's rate (16 kHz unless it says).
 
 Notation: T samples. Decoding uses soundfile (libsndfile: wav/flac/ogg/mp3, 8/16/24/32-bit int and
 float), which can seek and read one window of a long file without loading the rest (windows.py
@@ -19,7 +19,7 @@ import torchaudio
 from audit import health
 from audit.errors import one_line
 
-SAMPLE_RATE = 16_000  # what every SpeechBrain VoxCeleb speaker encoder was trained on
+SAMPLE_RATE = 16_000  # what every SpeechBrain VoxCeleb speaker encoder was trained on; other families say theirs
 MIN_SECONDS = 0.1  # 10 fbank frames: shorter clips are too short for the encoders' dilated convs
 
 
@@ -59,13 +59,15 @@ def probe(path: str, offset: float = 0.0, duration: float = float("nan")) -> tup
     return seconds, info.samplerate
 
 
-def load(path: str, offset: float = 0.0, duration: float = float("nan")) -> torch.Tensor:
-    """The clip (or `duration` seconds of it from `offset`; NaN: to the end) as mono float32 at SAMPLE_RATE.  # (T,)"""
-    return decode(path, offset, duration)[0]
+def load(path: str, offset: float = 0.0, duration: float = float("nan"), rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """The clip (or `duration` seconds of it from `offset`; NaN: to the end) as mono float32 at `rate`.  # (T,)"""
+    return decode(path, offset, duration, rate)[0]
 
 
-def decode(path: str, offset: float = 0.0, duration: float = float("nan")) -> tuple[torch.Tensor, health.ClipHealth]:
+def decode(path: str, offset: float = 0.0, duration: float = float("nan"),
+           rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, health.ClipHealth]:
     """(the clip as load() gives it (T,), its health measured on the native samples before mixing)."""
+    target = rate
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
@@ -85,13 +87,13 @@ def decode(path: str, offset: float = 0.0, duration: float = float("nan")) -> tu
         raise ClipError("non-finite samples (NaN or inf)")
     measured = health.clip_health(data, rate)
     wav = torch.from_numpy(data.mean(axis=1))  # (T0,) channels mixed down
-    if rate != SAMPLE_RATE:
-        wav = _resampler(rate)(wav)  # (T,)
+    if rate != target:
+        wav = _resampler(rate, target)(wav)  # (T,)
     return wav, measured
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(rate: int) -> torchaudio.transforms.Resample:
-    # One cached kernel per source rate: building it costs more than applying it to a short clip.
-    return torchaudio.transforms.Resample(rate, SAMPLE_RATE)
+def _resampler(rate: int, target: int) -> torchaudio.transforms.Resample:
+    # One cached kernel per pair of rates: building it costs more than applying it to a short clip.
+    return torchaudio.transforms.Resample(rate, target)
 

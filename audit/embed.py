@@ -23,13 +23,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from audit import encoder as enc
+from audit import encoders
 from audit.batching import Batch, ClipDataset, FixedBatches, collate, probe_all
 from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
 from audit.errors import UserError, one_line
-from audit.options import DEFAULT_FEATURES, RunOptions
-from audit.steps import MAX_STEPS, STEP_DIM, STEP_SECONDS, Steps, coarsen
+from audit.options import RunOptions
+from audit.steps import STEP_DIM, Steps, coarsen
 from audit.windows import Windows, cut, units
 
 NOT_EMBEDDED = "not embedded this run (a transient error on another rank?); retried on the next run"
@@ -54,6 +54,7 @@ class CachedEmbeddings:
     seconds: float
     is_rank_zero: bool = True  # other ranks only embed their share: their result holds no embeddings
     steps: Steps | None = None  # (N clips) multiple-instance steps, tag sets only (steps.py); failed clips: none
+    load_seconds: float = 0.0  # of `seconds`: loading the encoder and its padding check
 
 
 def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets=None, durations=None,
@@ -69,28 +70,22 @@ def make_plan(files: list[str], cached: CacheContents, opts: RunOptions, offsets
 
 
 class EncoderModule(L.LightningModule):
-    """The frozen encoder, loaded only where a rank has batches to embed."""
+    """The frozen encoder (any family: audit/encoders), loaded only where a rank has batches to embed."""
 
-    def __init__(self, folder: Path, savedir: Path, opts: RunOptions):
+    def __init__(self, encoder: encoders.Encoder, savedir: Path, opts: RunOptions):
         super().__init__()
-        self.folder, self.savedir, self.opts = folder, savedir, opts
+        self.source, self.savedir, self.opts = encoder, savedir, opts
         self.encoder = None
-        self.transformers = enc.is_transformers(folder)
-        self.steps = with_steps(opts, self.transformers)
+        self.steps = with_steps(opts, encoder)
+        self.load_seconds = 0.0
 
     def configure_model(self):
         if self.encoder is None and self.trainer.datamodule.my_batches():
-            if self.transformers:
-                from audit.hf_encoder import load_hf_encoder
-
-                self.encoder = load_hf_encoder(self.folder, layer=self.opts.layer, source=self.opts.encoder)
-            else:
-                self.encoder = enc.load_encoder(self.folder, self.savedir)
-
-    def on_predict_start(self):
-        if self.encoder is not None and not self.transformers:
-            # encode_batch moves its inputs to the encoder's own `device`, which Lightning doesn't update.
-            self.encoder.device = self.device
+            start = time.perf_counter()
+            # a folder per rank: SpeechBrain links its files into the savedir, and two ranks doing so at once
+            # fail with "File exists"
+            self.encoder = encoders.load(self.source, self.opts, self.savedir / f"rank{self.trainer.global_rank}")
+            self.load_seconds = time.perf_counter() - start
 
     def transfer_batch_to_device(self, batch: Batch, device, dataloader_idx):
         return dataclasses.replace(batch, wavs=batch.wavs.to(device, non_blocking=True),
@@ -99,27 +94,25 @@ class EncoderModule(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | tuple:
         if len(batch.index) == 0:
             return torch.empty(0, 0)
-        if self.transformers:
-            return self.encoder.encode(batch.wavs, batch.lens).float().cpu()  # (B, D)
-        features = self.opts.features or DEFAULT_FEATURES
-        if self.steps:  # (B, D), (B, S, C), (B,)
-            out, steps, counts = enc.encode_with_steps(self.encoder, batch.wavs, batch.lens, features, self.opts.frames_dim)
+        out, steps, counts = self.encoder.embed(batch.wavs, batch.lens, steps=self.steps)  # (B, D), (B, S, C), (B,)
+        if self.steps:
             return out.float().cpu(), steps.half().cpu(), counts.cpu()
-        return enc.encode(self.encoder, batch.wavs, batch.lens, features, self.opts.frames_dim).float().cpu()  # (B, D)
+        return out.float().cpu()  # (B, D)
 
 
-def with_steps(opts: RunOptions, transformers: bool) -> bool:
-    """Whether this run stores multiple-instance steps: tag sets, with a SpeechBrain encoder (steps.py)."""
-    return bool(opts.multi_label and opts.step_heads) and not transformers
+def with_steps(opts: RunOptions, encoder: encoders.Encoder) -> bool:
+    """Whether this run stores multiple-instance steps: tag sets, with an encoder that has them (steps.py)."""
+    return bool(opts.multi_label and opts.step_heads) and encoder.has_steps
 
 
 class PlannedBatches(L.LightningDataModule):
     """Rank 0 makes the plan once the ranks are connected; unit i (windows.py) goes to rank i % W."""
 
     def __init__(self, files: list[str], store: ShardStore, opts: RunOptions, plan: Plan | None = None,
-                 offsets=None, durations=None, steps: bool = False):
+                 offsets=None, durations=None, steps: bool = False, rate: int = 16_000):
         super().__init__()
         self.files, self.store, self.opts, self.steps = files, store, opts, steps
+        self.rate = rate  # Hz: the encoder's; clips are decoded to it
         self.offsets, self.durations = offsets, durations
         self.plan = plan
 
@@ -143,7 +136,7 @@ class PlannedBatches(L.LightningDataModule):
 
     def predict_dataloader(self):
         workers = self.opts.num_workers
-        return DataLoader(ClipDataset(self.files, self.offsets, self.durations, self.plan.windows),
+        return DataLoader(ClipDataset(self.files, self.offsets, self.durations, self.plan.windows, self.rate),
                           batch_sampler=FixedBatches(self.my_batches()), collate_fn=collate, num_workers=workers,
                           pin_memory=self.opts.accelerator == "gpu", prefetch_factor=4 if workers else None)
 
@@ -228,33 +221,27 @@ class ShardWriter(BasePredictionWriter):
         self._reset()
 
 
-def store_for(opts: RunOptions) -> tuple[ShardStore, Path]:
-    """The shard store for these options, and the encoder's local folder."""
-    folder = enc.resolve_encoder(opts.encoder)
-    if enc.is_transformers(folder):
-        if opts.features not in (None, "embedding"):
-            raise UserError(f"--features {opts.features}: for SpeechBrain encoders; a transformers model chooses "
-                            "its representation with --layer")
-        settings = dict(layer=str(opts.layer))
-    else:
-        features = opts.features or DEFAULT_FEATURES
-        wide = features != "embedding" and opts.frames_dim
-        settings = dict(features=features, **({"frames_dim": opts.frames_dim} if wide else {}))
-        if with_steps(opts, transformers=False):  # a tag-set run's shards also hold steps: a cache of its own
-            settings["steps"] = f"{STEP_SECONDS}s x{STEP_DIM} <= {MAX_STEPS}"
-    return ShardStore(cache_folder(Path(opts.cache_dir), enc.encoder_name(folder), enc.encoder_identity(folder),
-                                   precision=opts.precision, window=opts.window_seconds, hop=opts.hop_seconds,
-                                   **settings)), folder
+def store_for(opts: RunOptions, encoder: encoders.Encoder | None = None) -> tuple[ShardStore, encoders.Encoder]:
+    """The shard store for these options, and the encoder (resolved from opts.encoder unless given)."""
+    encoder = encoder or encoders.resolve(opts.encoder)
+    settings = encoders.settings(encoder, opts)  # refuses an option the encoder's family does not take
+    if encoder.family != "speechbrain":  # SpeechBrain's cache folders keep the names they always had
+        settings = dict(family=encoder.family, rate=encoder.sample_rate, **settings)
+    return ShardStore(cache_folder(Path(opts.cache_dir), encoder.name, encoder.identity, precision=opts.precision,
+                                   window=opts.window_seconds, hop=opts.hop_seconds, **settings)), encoder
 
 
-def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> CachedEmbeddings:
+def embed(files: list[str], opts: RunOptions, offsets=None, durations=None,
+          encoder: encoders.Encoder | None = None, every_rank: bool = False) -> CachedEmbeddings:
     """Embeddings (N, D) for `files`, from the cache where possible; unusable clips in `failed`.
 
     `opts` must be resolved (RunOptions.resolve): accelerator cpu|gpu, batch_seconds, num_workers, cache_dir.
+    `encoder`: opts.encoder already resolved (audit.encoders.resolve), to spare a second look-up.
+    `every_rank`: every rank reads the embeddings back from the cache (not only rank 0).
     """
     start = time.perf_counter()
     check_launch(opts.accelerator, opts.devices, opts.num_nodes)
-    store, folder = store_for(opts)
+    store, encoder = store_for(opts, encoder)
     writer = ShardWriter(store, opts.shard_clips, opts.progress)
     try:
         trainer = L.Trainer(
@@ -267,25 +254,29 @@ def embed(files: list[str], opts: RunOptions, offsets=None, durations=None) -> C
                         f"--num-nodes {opts.num_nodes} --strategy {opts.strategy}: {one_line(e, 1000)}") from None
     # One process can plan before starting anything, and skip the Trainer when the cache has it all;
     # several must plan inside predict, where rank 0's plan can be broadcast.
-    steps = with_steps(opts, enc.is_transformers(folder))
+    steps = with_steps(opts, encoder)
     plan = make_plan(files, store.load(), opts, offsets, durations, steps) if trainer.world_size == 1 else None
-    data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations, steps=steps)
+    data = PlannedBatches(files, store, opts, plan=plan, offsets=offsets, durations=durations, steps=steps,
+                          rate=encoder.sample_rate)
+    load_seconds = 0.0
     if plan is None or plan.todo:
         # SpeechBrain's savedir reuses whatever files it finds there: one folder per encoder identity
-        module = EncoderModule(folder, Path(opts.cache_dir) / "encoders" / store.folder.name, opts)
+        module = EncoderModule(encoder, Path(opts.cache_dir) / "encoders" / store.folder.name, opts)
         trainer.predict(module, datamodule=data,
                         return_predictions=False)
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads the cache
+        load_seconds = module.load_seconds
     plan = data.plan
     n_todo = len({int(plan.windows.row[w]) for unit in plan.todo for b in unit for w in b})
-    if not trainer.is_global_zero:
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero and not every_rank:
         return CachedEmbeddings(emb=np.zeros((0, 0), np.float32), meta=[], failed={}, n_computed=n_todo,
-                                seconds=time.perf_counter() - start, is_rank_zero=False)
-    return _assemble(plan, store.load(), dict(writer.retry), n_todo, time.perf_counter() - start, steps=steps)
+                                seconds=seconds, is_rank_zero=False, load_seconds=load_seconds)
+    return _assemble(plan, store.load(), dict(writer.retry), n_todo, seconds, steps=steps, load_seconds=load_seconds)
 
 
 def _assemble(plan: Plan, cached: CacheContents, retry: dict, n_todo: int, seconds: float,
-              steps: bool = False) -> CachedEmbeddings:
+              steps: bool = False, load_seconds: float = 0.0) -> CachedEmbeddings:
     dim = len(next(iter(cached.emb.values()))) if cached.emb else 0
     n = len(plan.keys)
     emb = np.full((n, dim), np.nan, dtype=np.float32)  # (N, D)
@@ -304,4 +295,4 @@ def _assemble(plan: Plan, cached: CacheContents, retry: dict, n_todo: int, secon
         else:
             failed[i] = cached.failed.get(k) or retry.get(i) or NOT_EMBEDDED
     return CachedEmbeddings(emb=emb, meta=meta, failed=dict(sorted(failed.items())), n_computed=n_todo,
-                            seconds=seconds, steps=Steps.from_list(clip_steps, step_dim) if steps else None)
+                            seconds=seconds, load_seconds=load_seconds, steps=Steps.from_list(clip_steps, step_dim) if steps else None)

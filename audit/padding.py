@@ -23,26 +23,26 @@ import contextlib
 import torch
 
 PADDING_CHECK_TOLERANCE = 1e-3  # relative; measured 3e-6 (SpeechBrain) and < 1e-6 (transformers) when it holds
-CHECK_RATE = 16_000  # the encoders' sample rate (audio.SAMPLE_RATE): the check's signal is 1 s of it
+CHECK_RATE = 16_000  # the default encoders' sample rate (audio.SAMPLE_RATE): the check's signal is 1 s of it
 
 
-def padded_vs_alone(encode) -> tuple[bool, str]:
+def padded_vs_alone(encode, rate: int = CHECK_RATE) -> tuple[bool, str]:
     """(passes, detail): does a 0.5 s clip padded beside a 1 s one get what it gets alone?
 
     `encode(wavs (B, T), lens (B,)) -> (B, D)`: any encoder family's padded-batch call. The one check
-    both families run at load (encoder.py, hf_encoder.py); an exception counts as a failure, with its
-    message in `detail` (a release that moved what the padding fixes rely on).
+    every family runs at load (audit/encoders/); an exception counts as a failure, with its message in
+    `detail` (a release that moved what the padding fixes rely on). `rate`: the encoder's, in Hz.
     """
     from audit.errors import one_line
 
     g = torch.Generator().manual_seed(0)
-    t = torch.arange(CHECK_RATE) / CHECK_RATE
-    signal = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(CHECK_RATE, generator=g)  # (T,) 1 s
-    batch = torch.zeros(2, CHECK_RATE)  # (2, T): the 0.5 s clip's row is half padding
-    batch[0, : CHECK_RATE // 2], batch[1] = signal[: CHECK_RATE // 2], signal
+    t = torch.arange(rate) / rate
+    signal = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(rate, generator=g)  # (T,) 1 s
+    batch = torch.zeros(2, rate)  # (2, T): the 0.5 s clip's row is half padding
+    batch[0, : rate // 2], batch[1] = signal[: rate // 2], signal
     try:
         with torch.inference_mode():
-            alone = encode(batch[:1, : CHECK_RATE // 2], torch.ones(1))[0]  # (D,)
+            alone = encode(batch[:1, : rate // 2], torch.ones(1))[0]  # (D,)
             together = encode(batch, torch.tensor([0.5, 1.0]))[0]  # (D,)
         diff = float((together - alone).norm() / alone.norm().clamp_min(1e-12))
     except Exception as e:

@@ -3,7 +3,7 @@
 Notation: N clips, S steps of a clip, T steps of all clips, C step dim. A tag set names what is *in*
 a clip, somewhere: one word of three, a dog barking for a second of ten. A clip's mean over its
 frames blurs what one part of it holds; a step is the mean of the encoder's frames over STEP_SECONDS
-(the same layer the clip's frame statistics pool: encoder.py), and the tag heads (instance_heads.py)
+(the same layer the clip's frame statistics pool: audit/encoders/), and the tag heads (instance_heads.py)
 score every step and pool the steps' scores over the clip. Measured on two tag sets
 (bench/RESULTS.md): AP 0.866 -> 0.951 and 0.661 -> 0.856 over the clip statistics alone.
 

@@ -59,10 +59,11 @@ def part_perfile(args) -> dict:
     import torch
 
     from audit import audio
-    from audit.encoder import load_encoder, resolve_encoder
+    from audit.encoders import resolve
+    from audit.encoders.speechbrain import load_encoder
 
     files = clips(args.n)
-    encoder = load_encoder(resolve_encoder(args.encoder), Path(tempfile.mkdtemp()))
+    encoder = load_encoder(resolve(args.encoder).path, Path(tempfile.mkdtemp()))
     with torch.inference_mode():
         for f in files[:5]:
             encoder.encode_batch(audio.load(f)[None])

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audit.options import NOISE_KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 OUT = ROOT / "bench" / "out"
@@ -59,7 +61,7 @@ def representation(emb: np.ndarray, name: str) -> np.ndarray:
     if name.startswith("frames rp"):  # what --frames-dim P stores: the same fixed projection, applied here
         import torch
 
-        from audit.encoder import project
+        from audit.encoders.speechbrain import project
 
         return project(torch.from_numpy(emb[:, :-EMBEDDING_DIM]), int(name[len("frames rp"):])).numpy()
     return {"embedding": emb[:, -EMBEDDING_DIM:], "frames": emb[:, :-EMBEDDING_DIM], "frames+embedding": emb}[name]
@@ -69,7 +71,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=["fsdd-digits", "fsdd-speakers", "words"])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--kinds", nargs="+", default=["uniform", "confusable"])
+    p.add_argument("--kinds", nargs="+", default=list(NOISE_KINDS), choices=NOISE_KINDS)
     p.add_argument("--noise", type=float, default=0.05)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--work", default=str(OUT / "sets"))
@@ -77,6 +79,8 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    from dataclasses import replace
+
     from conftest import ecapa_dir
 
     from audit import evaluate
@@ -90,9 +94,9 @@ def main() -> None:
         manifest = build(set_name, work)
         t = time.perf_counter()
         multi = set_name.startswith("multilabel")  # tags = the 2-3 digits or words of each clip
-        data = embed_dataset(RunOptions(data=str(manifest), encoder=str(ecapa_dir()), features="frames+embedding",
-                                        frames_dim=None, multi_label=multi,
-                                        cache_dir=str(OUT / "cache"), accelerator="cpu", progress=False).resolve())
+        opts = RunOptions(data=str(manifest), encoder=str(ecapa_dir()), features="frames+embedding", frames_dim=None,
+                          multi_label=multi, cache_dir=str(OUT / "cache"), accelerator="cpu", progress=False).resolve()
+        data = embed_dataset(opts)
         embed_s = time.perf_counter() - t
         k = len(data.classes)
         print(f"# {set_name}: {len(data.clips)} clips, {k} classes, embedded/loaded in {embed_s:.0f} s", flush=True)
@@ -100,10 +104,10 @@ def main() -> None:
             for name in args.configs + ["reference"]:
                 rep, l2, pca, *steps = CONFIGS.get(name, ("embedding", 0.01, None))
                 t = time.perf_counter()
-                rec = evaluate.evaluate(representation(data.emb, rep), data.labels, k, noises=[args.noise],
-                                        kind=kind, repeats=args.repeats, seed=0,
-                                        baseline="reference" if name == "reference" else None,
-                                        l2=l2, pca_dim=pca, steps=data.steps if steps == [True] else None)
+                rec = evaluate.evaluate(representation(data.emb, rep), data.labels, k,
+                                        replace(opts, l2=l2, pca_dim=pca).resolve(), noises=[args.noise], kind=kind,
+                                        repeats=args.repeats, baseline="reference" if name == "reference" else None,
+                                        steps=data.steps if steps == [True] else None)
                 rec = [r for r in rec if r["method"] == ("reference" if name == "reference" else "audit")][0]
                 row = {"set": set_name, "n": len(data.clips), "classes": k, "kind": kind, "config": name,
                        "seconds": round(time.perf_counter() - t, 1),

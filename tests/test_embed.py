@@ -8,7 +8,8 @@ from audit import audio
 from audit.batching import Decoded, bucket_batches, collate
 from audit.cache import ShardStore
 from audit.embed import embed, store_for
-from audit.encoder import encode, load_encoder, resolve_encoder
+from audit.encoders import resolve
+from audit.encoders.speechbrain import encode, load_encoder
 from audit.errors import UserError
 from audit.options import RunOptions
 
@@ -17,7 +18,7 @@ NAMES = [f"{d}_{s}_{n}.wav" for d in range(10) for s in ("theo", "george") for n
 
 @pytest.fixture(scope="module")
 def ecapa_encoder(ecapa, cache_dir):
-    return load_encoder(resolve_encoder(ecapa), cache_dir)
+    return load_encoder(resolve(ecapa).path, cache_dir)
 
 
 def cosine(a, b):
@@ -90,7 +91,7 @@ def test_shard_with_a_wrong_digest_is_not_trusted(tmp_path):
 
 
 def test_xvector_layout_loads_from_a_local_folder(xvector_dir, tmp_path, fsdd_dir):
-    encoder = load_encoder(resolve_encoder(str(xvector_dir)), tmp_path)  # padding fix applied by the check
+    encoder = load_encoder(resolve(str(xvector_dir)).path, tmp_path)  # padding fix applied by the check
     result = embed([str(fsdd_dir / n) for n in NAMES[:6]], opts(str(xvector_dir), tmp_path, features="embedding"))
     assert result.emb.shape == (6, 512) and np.isfinite(result.emb).all()
     wav = audio.load(str(fsdd_dir / NAMES[0]))
@@ -100,18 +101,18 @@ def test_xvector_layout_loads_from_a_local_folder(xvector_dir, tmp_path, fsdd_di
 
 
 @pytest.mark.parametrize("source, message", [
-    ("not an id", "neither a local folder nor a Hugging Face id"),
+    ("not an id", "neither a local folder, a Hugging Face id"),
     (".", "no hyperparams.yaml"),
 ])
 def test_unknown_encoders_are_user_errors(tmp_path, source, message):
     with pytest.raises(UserError, match=message):
-        resolve_encoder(source)
+        resolve(source).path
 
 
 def test_hub_id_that_cannot_be_fetched_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; on a user's machine: a bad id
     with pytest.raises(UserError, match="could not load it"):
-        resolve_encoder("speechbrain/no-such-model-xyz")
+        resolve("speechbrain/no-such-model-xyz").path
 
 
 class _Payload:
@@ -133,7 +134,7 @@ def test_a_checkpoint_that_unpickles_code_is_refused(xvector_dir, tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"count": 1, "glob_mean": _Payload(str(marker))}, folder / "mean_var_norm_emb.ckpt")
     with pytest.raises(UserError, match="could not load it"):
-        load_encoder(resolve_encoder(str(folder)), tmp_path / "cache")
+        load_encoder(resolve(str(folder)).path, tmp_path / "cache")
     assert not marker.exists()
 
 
@@ -151,7 +152,7 @@ def test_pooled_frame_features_of_a_padded_batch_match_the_clip_alone(fsdd_dir, 
 
 
 def test_xvector_frames_pool_its_last_tdnn_layer(xvector_dir, tmp_path, fsdd_dir):
-    encoder = load_encoder(resolve_encoder(str(xvector_dir)), tmp_path)
+    encoder = load_encoder(resolve(str(xvector_dir)).path, tmp_path)
     wavs = [audio.load(str(fsdd_dir / n)) for n in NAMES[:4]]
     batch = collate([Decoded(i, w) for i, w in enumerate(wavs)])
     with torch.inference_mode():
@@ -171,7 +172,7 @@ def test_cache_keeps_each_representation_apart(tmp_path, fsdd_dir, xvector_dir):
 
 
 def test_the_frames_projection_is_fixed_and_orthonormal():
-    from audit.encoder import project, projection
+    from audit.encoders.speechbrain import project, projection
 
     q = projection(600, 64)
     torch.testing.assert_close(q.T @ q, torch.eye(64), atol=1e-5, rtol=0)

@@ -13,7 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from audit import audio  # noqa: E402
-from audit import hf_encoder as hf  # noqa: E402
+from audit.encoders import transformers as hf  # noqa: E402
 from audit.errors import UserError  # noqa: E402
 
 CLIPS = ("0_jackson_0.wav", "7_yweweler_3.wav", "3_nicolas_2.wav")  # 0.64, 0.42, 0.26 s at 8 kHz

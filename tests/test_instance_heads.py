@@ -35,9 +35,10 @@ def test_coarsen_keeps_short_clips_and_averages_long_ones_in_order():
 @pytest.mark.parametrize("family", ["ecapa", "xvector"])
 def test_padded_batches_give_each_clip_the_steps_it_gets_alone(family, request, fsdd_dir):
     from audit.audio import load
-    from audit.encoder import encode_with_steps, load_encoder, resolve_encoder
+    from audit.encoders import resolve
+    from audit.encoders.speechbrain import encode_with_steps, load_encoder
 
-    folder = resolve_encoder(str(request.getfixturevalue("ecapa" if family == "ecapa" else "xvector_dir")))
+    folder = resolve(str(request.getfixturevalue("ecapa" if family == "ecapa" else "xvector_dir"))).path
     with tempfile.TemporaryDirectory() as savedir:
         encoder = load_encoder(folder, savedir)
         a, b = load(str(fsdd_dir / "3_theo_0.wav")), load(str(fsdd_dir / "7_theo_1.wav"))
@@ -125,9 +126,12 @@ def test_no_step_heads_keeps_tag_runs_on_the_clip_statistics(capsys):
     from audit.embed import with_steps
 
     opts = options_from(run_parser().parse_args(["--data", "m.csv", "--multi-label", "--no-step-heads"]), "out")
-    assert opts.multi_label and not opts.step_heads and not with_steps(opts, transformers=False)
+    from types import SimpleNamespace
+
+    speechbrain, transformers = SimpleNamespace(has_steps=True), SimpleNamespace(has_steps=False)
+    assert opts.multi_label and not opts.step_heads and not with_steps(opts, speechbrain)
     on = replace(opts, step_heads=True)
-    assert with_steps(on, transformers=False) and not with_steps(on, transformers=True)
+    assert with_steps(on, speechbrain) and not with_steps(on, transformers)
     from audit.cli import main
 
     assert main(["--data", "m.csv", "--no-step-heads"]) == 2  # without --multi-label: one line, not ignored

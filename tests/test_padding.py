@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audit import encoder as enc
+from audit.encoders import resolve
+from audit.encoders import speechbrain as enc
 from audit import padding
 from audit.errors import UserError
 
@@ -59,7 +60,7 @@ def test_frame_lengths_count_centred_stft_frames():
 
 
 def test_the_load_time_check_passes_with_the_fix(ecapa, tmp_path):
-    encoder = enc.load_encoder(enc.resolve_encoder(ecapa), tmp_path)
+    encoder = enc.load_encoder(resolve(ecapa).path, tmp_path)
     ok, detail = padding.padded_vs_alone(lambda wavs, lens: enc.encode(encoder, wavs, lens))
     assert ok and float(detail.split()[-1]) < 1e-4, detail
 
@@ -67,13 +68,13 @@ def test_the_load_time_check_passes_with_the_fix(ecapa, tmp_path):
 def test_the_load_time_check_stops_a_speechbrain_that_breaks_the_fix(ecapa, tmp_path, monkeypatch):
     monkeypatch.setattr(padding, "_per_clip_padding", lambda module, state, get: module._manage_padding)
     with pytest.raises(UserError, match=r"SpeechBrain \d.*no longer gets the embedding"):
-        enc.load_encoder(enc.resolve_encoder(ecapa), tmp_path)
+        enc.load_encoder(resolve(ecapa).path, tmp_path)
 
 
 def test_the_shared_check_stops_a_transformers_encoder_that_lets_padding_in():
     from types import SimpleNamespace
 
-    from audit import hf_encoder
+    from audit.encoders import transformers as hf_encoder
 
     hf_encoder.check_padding(SimpleNamespace(encode=lambda wavs, lens: wavs[:, :4000].sum(1, keepdim=True)), "ok")
     with pytest.raises(UserError, match=r"--encoder leaky: with transformers .* no longer gets .*relative difference"):

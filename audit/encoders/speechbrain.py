@@ -1,8 +1,8 @@
 """Load a frozen SpeechBrain speaker encoder and embed padded batches as if each clip were alone.
 
 Notation: B clips, T samples, D embedding dim. Any SpeechBrain `EncoderClassifier` works (x-vector:
-512-d, ECAPA: 192-d). A hub id is first fetched to a local snapshot folder (its path names the
-revision), so hub and local encoders are loaded, and keyed in the cache, the same way.
+512-d, ECAPA: 192-d). A hub id is first fetched to a local snapshot folder (audit/encoders/__init__.py:
+its path names the revision), so hub and local encoders are loaded, and keyed in the cache, the same way.
 
 Which representation is pooled (`features`) matters more than any head: the final speaker
 embedding is trained to ignore what is said, the frame-level features that feed its statistics
@@ -22,10 +22,7 @@ SpeechBrain release that moves them must stop the run, not silently change every
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import os
-import re
 from importlib import metadata
 from pathlib import Path
 
@@ -33,65 +30,51 @@ import torch
 
 from audit import padding
 from audit import steps as st
-from audit.audio import SAMPLE_RATE
+from audit.audio import SAMPLE_RATE  # VoxCeleb speaker encoders: 16 kHz
 from audit.errors import UserError, one_line
-from audit.options import DEFAULT_ENCODER, FEATURES
+from audit.options import DEFAULT_FEATURES, FEATURES
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-HUB_SKIP = ["*.h5", "*.msgpack", "*.onnx", "tf_*", "flax_*", "onnx/*"]
+HAS_STEPS = True
 PROJECTION_SEED = 0  # part of what a cached frames feature means: never change it without PIPELINE_VERSION
-_SMALL_FILE_BYTES = 1 << 20  # hyperparams.yaml and friends are hashed by content, checkpoints by size+time
 
 
-def resolve_encoder(source: str) -> Path:
-    """The local folder of `source`: the folder itself, or the hub snapshot (downloaded once)."""
-    if os.path.isdir(source):
-        folder = Path(source).resolve()
-    elif _HUB_ID.match(source):
-        from huggingface_hub import snapshot_download
-
-        try:
-            # weights for other frameworks are never read: skip their downloads
-            folder = Path(snapshot_download(source, ignore_patterns=HUB_SKIP))
-        except Exception as e:
-            reason = one_line(e)
-            raise UserError(f"--encoder {source}: could not load it ({reason}); check the id and network "
-                            "access, or pass a local SpeechBrain folder") from None
-    else:
-        raise UserError(f"--encoder {source}: neither a local folder nor a Hugging Face id like {DEFAULT_ENCODER}")
-    if not (folder / "hyperparams.yaml").is_file() and not is_transformers(folder):
-        raise UserError(f"--encoder {source}: the folder has no hyperparams.yaml (not a SpeechBrain model) and no "
-                        "config.json of a supported transformers audio model")
-    return folder
+OPTIONS = ("features", "frames_dim")  # of audit.encoders.FAMILY_OPTIONS: what this family takes
 
 
-def is_transformers(folder: Path) -> bool:
-    from audit import hf_encoder
-
-    return hf_encoder.is_transformers_folder(folder)
-
-
-def encoder_identity(folder: Path) -> str:
-    """A digest that changes when any file of the encoder does (hub snapshots: also the revision)."""
-    h = hashlib.sha1(str(folder).encode())
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        st = path.stat()
-        h.update(f"\n{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        if st.st_size <= _SMALL_FILE_BYTES:
-            h.update(path.read_bytes())
-    return h.hexdigest()
+def settings(opts, spec: str) -> dict:
+    """The cache-key settings of a SpeechBrain encoder: which layer is pooled, its projection, steps."""
+    if opts.layer is not None:
+        raise UserError(f"--layer {opts.layer}: for transformers encoders; {spec} is a SpeechBrain encoder, which "
+                        f"chooses its representation with --features ({', '.join(FEATURES)})")
+    features = opts.features or DEFAULT_FEATURES
+    wide = features != "embedding" and opts.frames_dim
+    out = dict(features=features, **({"frames_dim": opts.frames_dim} if wide else {}))
+    if opts.multi_label and opts.step_heads:  # a tag-set run's shards also hold steps: a cache of its own
+        out["steps"] = f"{st.STEP_SECONDS}s x{st.STEP_DIM} <= {st.MAX_STEPS}"
+    return out
 
 
-def encoder_name(folder: Path) -> str:
-    """A readable name for cache folders: the hub id's name or the folder's."""
-    parts = folder.parts
-    if "snapshots" in parts:  # <HF cache>/models--org--name/snapshots/<revision>
-        return parts[parts.index("snapshots") - 1].removeprefix("models--")
-    return folder.name
+class SpeechBrainEmbedder(torch.nn.Module):
+    """A loaded EncoderClassifier behind the families' `embed(wavs, lens, steps)`."""
+
+    def __init__(self, model, features: str, frames_dim: int | None):
+        super().__init__()
+        self.model, self.features, self.frames_dim = model, features, frames_dim
+
+    @torch.inference_mode()
+    def embed(self, wavs: torch.Tensor, lens: torch.Tensor, steps: bool = False):
+        self.model.device = wavs.device  # encode_batch moves inputs to `device`, which `.to()` does not update
+        return encode_with_steps(self.model, wavs, lens, self.features, self.frames_dim, steps=steps)
+
+
+def load(encoder, opts, savedir: Path) -> SpeechBrainEmbedder:
+    return SpeechBrainEmbedder(load_encoder(encoder.path, savedir), opts.features or DEFAULT_FEATURES, opts.frames_dim)
+
+
 
 
 def load_encoder(folder: Path, savedir: Path):
-    """The encoder in `folder` (see resolve_encoder), in eval mode with gradients off, padding-checked."""
+    """The encoder in `folder` (audit.encoders.resolve), in eval mode with gradients off, padding-checked."""
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
     from speechbrain.inference.speaker import EncoderClassifier
 

@@ -49,6 +49,7 @@ import torch
 
 from audit.audio import SAMPLE_RATE
 from audit.errors import UserError, one_line
+from audit.options import LAYERS  # or an int: an index into the hidden states
 
 FRAMES, WHISPER, AST = "frames", "whisper", "ast"
 # config.json model_type -> how it is fed and pooled (see the docstring)
@@ -59,8 +60,25 @@ NOT_SUPPORTED = {
             "and needs one embedding per clip",
     "data2vec-audio": "its stacked positional convolutions let the padding of a batch change a clip's embedding",
 }
-LAYERS = ("last", "mean")  # or an int: an index into the hidden states
+HAS_STEPS = False  # tag sets get the clip-statistics heads alone
 WHISPER_STRIDE = 2  # encoder frames are 2 mel frames (conv2 has stride 2): 160-sample hop x 2 = 320 samples
+
+
+OPTIONS = ("layer",)  # of audit.encoders.FAMILY_OPTIONS: what this family takes
+
+
+def settings(opts, spec: str) -> dict:
+    """The cache-key settings of a transformers encoder: the layer pooled."""
+    if opts.features not in (None, "embedding"):
+        raise UserError(f"--features {opts.features}: for SpeechBrain and EfficientAT encoders; {spec} is a "
+                        "transformers model, which chooses its representation with --layer")
+    if opts.frames_dim is not None:
+        raise UserError(f"--frames-dim: for SpeechBrain frame features; {spec} is a transformers model")
+    return dict(layer=str(opts.layer or "last"))
+
+
+def load(encoder, opts, savedir: Path) -> "HFEncoder":
+    return load_hf_encoder(encoder.path, layer=opts.layer or "last", source=encoder.spec)
 
 
 def model_type(folder: Path) -> str | None:
@@ -91,6 +109,10 @@ class HFEncoder(torch.nn.Module):
         self.layer, self.n_states, self.dim = layer, n_states, dim
         # group-norm feature encoders (wav2vec2-base & co.) must see no padding: see the docstring
         self.group_norm = family == FRAMES and getattr(model.config, "feat_extract_norm", "layer") == "group"
+
+    def embed(self, wavs: torch.Tensor, lens: torch.Tensor, steps: bool = False):
+        """The families' call (audit/encoders): features (B, D); transformers models give no steps."""
+        return self.encode(wavs, lens), None, None
 
     @torch.inference_mode()
     def encode(self, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
