@@ -3,6 +3,7 @@
     audit [run] --data PATH --out DIR ...   find label issues (the default command)
     audit evaluate --noise 0.05 0.1 ...      flip labels on purpose and measure how many audit finds
     audit report OUT [--top N]               rebuild OUT/report.html from a run's outputs
+    audit fetch --data ... --encoder ...     download and verify encoders and data (a cluster's login node)
 
 A thin layer over the library (`audit.api`): argparse turns text into `RunOptions`, whose defaults
 and rules live in options.py. The only module that exits: a user's mistake is one line on stderr
@@ -12,13 +13,17 @@ and exit status 2. Heavy imports (torch, SpeechBrain, Lightning) wait until afte
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
+import time
 from pathlib import Path
 
 from audit import options as o
 from audit.errors import UserError
 
-COMMANDS = "commands: run (the default), evaluate, report -- `audit evaluate --help`, `audit report --help`"
+COMMANDS = ("commands: run (the default), evaluate, report, fetch -- `audit evaluate --help`, `audit report --help`, "
+            "`audit fetch --help` (downloads for compute nodes without internet)")
 
 
 def positive_float(text: str) -> float:
@@ -71,7 +76,7 @@ def any_int(text: str) -> int:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by `audit run` and `audit evaluate`; defaults come from options.py."""
     d = p.add_argument_group("data")
-    d.add_argument("--data", default="fsdd",
+    d.add_argument("--data",
                    help="a folder of audio (label in the file name, or one sub-folder per class); a CSV, Parquet or "
                         "JSON-lines manifest with columns path,label (NeMo's audio_filepath too; optional offset and "
                         "duration in seconds make a row a segment; extra columns are kept); a Hugging Face dataset "
@@ -80,79 +85,110 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--multi-label", action="store_true",
                    help="each label cell holds a set of tags separated by ';' (dog;bark;speech; empty = no tags): "
                         "one-vs-rest heads, cleanlab's multi-label ranking, and the missing and extra tags per clip")
-    d.add_argument("--label-column", default=None, metavar="NAME",
+    d.add_argument("--label-column", metavar="NAME",
                    help="for a Hugging Face dataset: the label column (default: its ClassLabel column)")
-    d.add_argument("--embeddings", default=None, metavar="FILE",
+    d.add_argument("--embeddings", metavar="FILE",
                    help="skip the encoder: a .npy (N, D) with one row per manifest row, or a .parquet with path and "
                         "an embedding column (e.g. a run's OUT/embeddings.parquet); audio need not exist")
-    d.add_argument("--label-pattern", default=None, metavar="REGEX",
+    d.add_argument("--label-pattern", metavar="REGEX",
                    help="for a folder of files: a regex with a named group 'label', searched in each file name "
                         "(default: the text before the first '_', as in 7_jackson_32.wav)")
     e = p.add_argument_group("embeddings")
-    e.add_argument("--encoder", action="append", default=None,
-                   help="a Hugging Face id or a local folder: a SpeechBrain EncoderClassifier (x-vector, ECAPA), or a "
-                        "transformers audio model (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST; needs "
-                        "pip install -e '.[hf]'); give it several times to concatenate their features (each keeps its own "
-                        f"cache) (default: {o.DEFAULT_ENCODER}, x-vectors)")
-    e.add_argument("--features", choices=o.FEATURES, default=None,
+    one_or_several = e.add_mutually_exclusive_group()
+    one_or_several.add_argument(
+        "--encoder",
+        help="a Hugging Face id or a local folder: a SpeechBrain EncoderClassifier (x-vector, ECAPA: speech, "
+             "speakers), a transformers audio model (wav2vec2, HuBERT, WavLM, Whisper's encoder, AST; needs "
+             "pip install -e '.[hf]'), an EfficientAT AudioSet CNN for sound events, music and other non-speech "
+             "audio (efficientat:mn04_as ... efficientat:mn40_as, or a release .pt file), or 'auto': each "
+             "--candidates encoder is tried on a sample of your clips and the best cross-validated log-loss "
+             "wins (README: which encoder for which data); given twice, the last one counts "
+             "(default: %(default)s, x-vectors)")
+    one_or_several.add_argument(
+        "--encoders", nargs="+", metavar="ENCODER",
+        help="several encoders instead of one: each embeds every clip (with its own cache) and their features "
+             "are concatenated; each at most once")
+    e.add_argument("--candidates", nargs="+", metavar="ENCODER",
+                   help="with --encoder auto: the encoders compared on a sample of up to 1,000 clips (default: "
+                        + " ".join(o.AUTO_CANDIDATES) + ")")
+    e.add_argument("--features", choices=o.FEATURES,
                    help="which representation of the frozen encoder is pooled: its final (speaker) embedding, "
                         "'frames' = mean and std of the frame features that feed its statistics pooling (they "
-                        "still carry what is said), or both (default: frames for SpeechBrain encoders; a transformers "
-                        "model uses --layer)")
-    e.add_argument("--frames-dim", type=pca_arg, default=o.DEFAULT_FRAMES_DIM, metavar="P",
-                   help="--features frames: the pooled frame statistics are projected to P dims by a fixed random "
+                        "still carry what is said), or both; EfficientAT: its pooled AudioSet feature, or mean and "
+                        "std over time of its last feature map (default: frames for SpeechBrain, embedding for "
+                        "EfficientAT; a transformers model uses --layer)")
+    e.add_argument("--frames-dim", type=pca_arg, metavar="P",
+                   help="SpeechBrain, --features frames: the pooled frame statistics are projected to P dims by a fixed random "
                         "orthonormal projection before the cache (6x less cache and memory for ECAPA at 1,024, for a "
                         "measured AP cost of ~0.005 on FSDD); 0: keep them whole (default: 0)")
-    e.add_argument("--layer", default="last",
+    e.add_argument("--layer",
                    help="a transformers encoder's hidden state to mean-pool over each clip's valid frames: last, "
-                        "mean (the average of every layer's), or an index (0 = the input embeddings) (default: "
-                        "%(default)s)")
-    e.add_argument("--accelerator", choices=o.ACCELERATORS, default="auto",
+                        "mean (the average of every layer's), or an index (0 = the input embeddings) (default: last)")
+    e.add_argument("--accelerator", choices=o.ACCELERATORS,
                    help="as in Lightning; auto takes a GPU if there is one (default: %(default)s)")
-    e.add_argument("--devices", type=devices_arg, default="auto",
+    e.add_argument("--devices", type=devices_arg,
                    help="devices per node, as in Lightning; more than one runs the embedding stage as DDP "
                         "(default: %(default)s)")
-    e.add_argument("--num-nodes", type=int_at_least(1), default=1, help="nodes, as in Lightning (default: %(default)s)")
-    e.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: %(default)s)")
-    e.add_argument("--precision", default="32-true", choices=o.PRECISIONS,
+    e.add_argument("--num-nodes", type=int_at_least(1), help="nodes, as in Lightning (default: %(default)s)")
+    e.add_argument("--strategy", help="Lightning strategy, e.g. ddp (default: %(default)s)")
+    e.add_argument("--precision", choices=o.PRECISIONS,
                    help="encoder precision; part of the cache key (default: %(default)s)")
-    e.add_argument("--batch-seconds", type=positive_float, default=None, metavar="S",
+    e.add_argument("--batch-seconds", type=positive_float, metavar="S",
                    help="padded audio seconds per batch (default: "
                         f"{o.DEFAULT_BATCH_SECONDS['cpu']:g} on CPU, {o.DEFAULT_BATCH_SECONDS['gpu']:g} on GPU)")
-    e.add_argument("--window-seconds", type=positive_float, default=o.DEFAULT_WINDOW_SECONDS, metavar="S",
+    e.add_argument("--window-seconds", type=positive_float, metavar="S",
                    help="clips longer than this are embedded window by window (read block by block) and their "
                         "windows' embeddings averaged; shorter clips are one window (default: %(default)s)")
-    e.add_argument("--hop-seconds", type=positive_float, default=o.DEFAULT_HOP_SECONDS, metavar="S",
+    e.add_argument("--hop-seconds", type=positive_float, metavar="S",
                    help="start of one window to the next (default: %(default)s: no overlap)")
-    e.add_argument("--num-workers", type=int_at_least(0), default=None, metavar="N",
+    e.add_argument("--num-workers", type=int_at_least(0), metavar="N",
                    help=f"DataLoader processes decoding audio (default: cores - 1, at most {o.MAX_WORKERS})")
-    e.add_argument("--cache-dir", default=None, metavar="DIR",
+    e.add_argument("--cache-dir", metavar="DIR",
                    help="embedding cache, reused across runs (default: OUT/cache)")
-    e.add_argument("--shard-clips", type=int_at_least(1), default=o.SHARD_CLIPS, metavar="N",
+    e.add_argument("--shard-clips", type=int_at_least(1), metavar="N",
                    help="clips per cache shard: at most this much work is redone after a kill (default: %(default)s)")
     h = p.add_argument_group("heads and ranking")
-    h.add_argument("--folds", type=int_at_least(o.MIN_FOLDS), default=o.DEFAULT_FOLDS,
+    h.add_argument("--folds", type=int_at_least(o.MIN_FOLDS),
                    help="cross-validation folds; every class needs at least this many clips (default: %(default)s)")
-    h.add_argument("--l2", type=l2_arg, default=o.DEFAULT_L2,
+    h.add_argument("--l2", type=l2_arg,
                    help="L2 penalty of the linear heads on standardized features, or 'auto': chosen per fold "
                         "by inner cross-validation on that fold's training clips (default: %(default)s)")
-    h.add_argument("--pca-dim", type=pca_or_auto, default="auto", metavar="P",
+    h.add_argument("--pca-dim", type=pca_or_auto, metavar="P",
                    help="features wider than 1,024 dims (the pooled frame statistics) are reduced to P dims per "
                         "fold by a PCA fitted on that fold's training clips; 0: never; auto (the default): "
                         f"{o.DEFAULT_PCA_DIM}, or {o.MULTILABEL_PCA_DIM} with --multi-label")
-    h.add_argument("--no-step-heads", action="store_true",
+    h.add_argument("--no-step-heads", dest="step_heads", action="store_false",
                    help="with --multi-label: skip the step heads (multiple-instance, over each clip's 0.1 s steps) "
                         "and the steps in the cache (up to 128 KiB a clip); the clip-statistics heads alone, "
                         "measured lower on every tag set (bench/RESULTS.md)")
-    h.add_argument("--seed", type=any_int, default=0, help="seeds folds and training (default: %(default)s)")
-    h.add_argument("--rank-by", choices=o.RANK_BY, default="self_confidence",
+    h.add_argument("--seed", type=any_int, help="seeds folds and training (default: %(default)s)")
+    h.add_argument("--rank-by", choices=o.RANK_BY,
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
-    h.add_argument("--filter-by", choices=o.FILTER_BY, default=None,
+    h.add_argument("--filter-by", choices=o.FILTER_BY,
                    help=f"cleanlab's rule for which clips are issues (default: {o.DEFAULT_FILTER_BY}, "
                         f"{o.MULTILABEL_FILTER_BY} with --multi-label)")
     out = p.add_argument_group("output")
     out.add_argument("--top", type=int_at_least(0), default=10, help="issues to print at the end (default: %(default)s)")
-    out.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
+    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (e.g. in batch logs)")
+    # Every RunOptions field's default, written once there (argparse's help shows it as %(default)s).
+    p.set_defaults(**{f.name: f.default for f in dataclasses.fields(o.RunOptions) if f.name in _dests(p)})
+
+
+def _dests(p: argparse.ArgumentParser) -> set[str]:
+    return {a.dest for a in p._actions}
+
+
+# RunOptions fields no argparse option sets by its own name: the CLI derives them here (options_from),
+# or only the Python API offers them (none today: a new field must be one of the three).
+CLI_DERIVED = ("out", "encoder")  # out: runs/<data> by default; encoder: --encoder or --encoders
+API_ONLY = ()
+
+
+def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
+    """RunOptions from parsed arguments: each field from the option of its name (see CLI_DERIVED)."""
+    same = {f.name: getattr(args, f.name) for f in dataclasses.fields(o.RunOptions)
+            if f.name not in CLI_DERIVED + API_ONLY}
+    return o.RunOptions(**same, out=args.out or default_out, encoder=tuple(args.encoders or ()) or args.encoder)
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -171,7 +207,7 @@ def run_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: runs/<name of --data>); refused if it holds anything else")
-    p.add_argument("--report-top", type=int_at_least(0), default=50, metavar="N",
+    p.add_argument("--report-top", type=int_at_least(0), default=o.DEFAULT_REPORT_TOP, metavar="N",
                    help="issues shown with audio, spectrogram and waveform in report.html (default: %(default)s)")
     p.add_argument("--relabel-out", default=None, metavar="FILE",
                    help="also write a manifest CSV with the suggested label applied to each flagged clip "
@@ -182,8 +218,39 @@ def run_parser() -> argparse.ArgumentParser:
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audit report", description="Rebuild OUT/report.html from a run's output folder.")
     p.add_argument("out", metavar="OUT", help="an audit output folder")
-    p.add_argument("--top", type=int_at_least(0), default=50, help="issues shown with media (default: %(default)s)")
+    p.add_argument("--top", type=int_at_least(0), default=o.DEFAULT_REPORT_TOP,
+                   help="issues shown with media (default: %(default)s)")
     return p
+
+
+def fetch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="audit fetch",
+        description="Download and verify every encoder (--encoder, --encoders, or auto's --candidates) and the "
+                    "dataset (fsdd, hf:NAME) a run needs, on a machine with internet (a cluster's login node); "
+                    "then the run itself works with no network (HF_HUB_OFFLINE=1). Takes the run's own arguments.",
+        epilog="example:\n  audit fetch --data fsdd --encoder auto --out runs/fsdd      # on the login node\n"
+               "  HF_HUB_OFFLINE=1 sbatch slurm/audit.sh ...                     # then on the cluster",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="the run's output folder, if it will have one (hf: datasets keep their audio in its cache)")
+    for flag in ("--report-top", "--relabel-out"):  # the run's own arguments pass through unused
+        p.add_argument(flag, help=argparse.SUPPRESS)
+    return p
+
+
+def cmd_fetch(argv: list[str]) -> int:
+    args = fetch_parser().parse_args(argv)
+    opts = options_from(args, default_out=str(Path("runs") / _data_name(args.data)))
+    _quiet_libraries()
+    from audit.fetch import fetch
+
+    fetched = fetch(opts.resolve())
+    rerun = " ".join(["python -m audit"] + [shlex.quote(a) for a in argv])
+    print(f"fetched and verified: {', '.join(fetched) or 'nothing to fetch'}; on a node without internet run:\n"
+          f"  HF_HUB_OFFLINE=1 {rerun}")
+    return 0
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -207,7 +274,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     n = p.add_argument_group("evaluation")
     n.add_argument("--noise", type=positive_float, nargs="+", default=[0.05, 0.1], metavar="P",
                    help=f"fraction(s) of labels to flip, each in (0, {o.MAX_NOISE}] (default: 0.05 0.1)")
-    n.add_argument("--noise-kind", choices=("uniform", "confusable"), default="uniform",
+    n.add_argument("--noise-kind", choices=o.NOISE_KINDS, default=o.NOISE_KINDS[0],
                    help="uniform: any other class; confusable: toward the classes the model already confuses "
                         "(default: %(default)s)")
     n.add_argument("--repeats", type=int_at_least(1), default=3,
@@ -217,19 +284,6 @@ def evaluate_parser() -> argparse.ArgumentParser:
                         "cleanlab self-confidence on the same flips (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for eval.json (default: runs/eval-<data>)")
     return p
-
-
-def options_from(args: argparse.Namespace, default_out: str) -> o.RunOptions:
-    return o.RunOptions(
-        data=args.data, out=args.out or default_out, label_pattern=args.label_pattern, label_column=args.label_column,
-        embeddings=args.embeddings, multi_label=args.multi_label, step_heads=not args.no_step_heads,
-        encoder=o.DEFAULT_ENCODER if not args.encoder else args.encoder[0] if len(args.encoder) == 1 else tuple(args.encoder),
-        features=args.features, frames_dim=args.frames_dim, layer=args.layer,
-        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
-        precision=args.precision, batch_seconds=args.batch_seconds, num_workers=args.num_workers,
-        window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,
-        cache_dir=args.cache_dir, shard_clips=args.shard_clips, folds=args.folds, l2=args.l2, pca_dim=args.pca_dim, seed=args.seed,
-        rank_by=args.rank_by, filter_by=args.filter_by, progress=not args.no_progress)
 
 
 def _data_name(data: str) -> str:
@@ -244,7 +298,7 @@ def cmd_run(argv: list[str]) -> int:
     _quiet_libraries()
     from audit import api, outputs
 
-    result = api.audit(opts, report_top=args.report_top)
+    result = api.audit(opts, report_top=args.report_top, started=_started)
     if result is None:  # another rank of the embedding stage: rank 0 writes the outputs
         return 0
     outputs.print_summary(result.summary, result.scores, Path(opts.out), top=args.top)
@@ -281,9 +335,14 @@ def cmd_evaluate(argv: list[str]) -> int:
     return 0
 
 
+_started = time.perf_counter()  # summary.json's seconds count from here: main() resets it
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _started
+    _started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": cmd_run, "evaluate": cmd_evaluate, "report": cmd_report}
+    commands = {"run": cmd_run, "evaluate": cmd_evaluate, "report": cmd_report, "fetch": cmd_fetch}
     command = commands.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else cmd_run(argv)

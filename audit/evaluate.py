@@ -8,7 +8,9 @@ flips. `noise_kind`:
   confusable  it gets a class drawn from the confusions the model already makes on clean labels
               (row c of the out-of-fold confusion matrix, without c): the harder, realistic case.
 The reference baseline is the recipe audit replaces: sklearn LogisticRegression(C=0.01) with 5-fold
-cross_val_predict on the same embeddings, cleanlab's find_label_issues ranked by self-confidence.
+cross_val_predict, cleanlab's find_label_issues ranked by self-confidence, fitted as it was published
+on the same encoder's final embedding (`--features embedding`: `reference_options`), not on audit's
+frame features; with --embeddings FILE both use that file's embeddings.
 
 Multi-label (`labels` (N, K) multi-hot): a fraction `noise` of the clips get one tag corrupted,
 half of them by dropping one of their tags (the commonest defect: a missing tag), half by swapping
@@ -23,10 +25,10 @@ import numpy as np
 from audit import heads
 from audit.errors import UserError
 from audit.label_issues import find_label_issues
-from audit.options import DEFAULT_FOLDS, DEFAULT_L2, task_defaults
+from audit.options import AUTO, NOISE_KINDS, RunOptions
 
 METRICS = ("precision", "recall", "f1", "ap", "auroc", "precision_at_k")
-NOISE_KINDS = ("uniform", "confusable")
+REFERENCE_FEATURES = "embedding"  # the recipe as published used the speaker encoder's final embedding
 
 
 def flip_labels(labels: np.ndarray, n_classes: int, noise: float, kind: str, rng: np.random.Generator,
@@ -130,16 +132,23 @@ def _reference_multi_label(emb, noisy, seed):
     return flagged, get_label_quality_scores(tags, probs), probs
 
 
-def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kind: str, repeats: int,
-             seed: int, baseline: str | None, folds: int = DEFAULT_FOLDS, l2: float | str = DEFAULT_L2,
-             pca_dim: int | None | str = "auto",
-             rank_by: str = "self_confidence", filter_by: str | None = None,
-             accelerator: str = "cpu", progress=None, steps=None) -> list[dict]:
-    """One record per (noise, method): metric -> {mean, std, runs}. pca_dim "auto", filter_by None: by task.
-    `steps` (steps.Steps, tag sets): the step heads join the clip-statistics heads, as in a run."""
-    pca_dim, filter_by = task_defaults(labels.ndim == 2, pca_dim, filter_by)
-    opts = dict(folds=folds, seed=seed, l2=l2, pca_dim=pca_dim, rank_by=rank_by, filter_by=filter_by,
-                accelerator=accelerator)
+def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOptions, *, noises, kind: str,
+             repeats: int, baseline: str | None, progress=None, steps=None,
+             reference_emb: np.ndarray | None = None) -> list[dict]:
+    """One record per (noise, method): metric -> {mean, std, runs}.
+
+    `run`: resolved options (RunOptions.resolve): the heads and the ranking use its folds, seed, l2, pca_dim,
+    rank_by, filter_by and accelerator. `steps` (steps.Steps, tag sets): the step heads join the
+    clip-statistics heads, as in a run. `reference_emb` (N, E): what the reference baseline is fitted on
+    (`reference_options`' embeddings); None: `emb`.
+    """
+    assert run.filter_by is not None and run.pca_dim != "auto", "options must be resolved first"
+    assert kind in NOISE_KINDS or labels.ndim == 2, kind
+    seed = run.seed
+    opts = dict(folds=run.folds, seed=seed, l2=run.l2, pca_dim=run.pca_dim, rank_by=run.rank_by,
+                filter_by=run.filter_by, accelerator=run.accelerator)
+    inputs = {"audit": emb, "reference": emb if reference_emb is None else reference_emb}  # (N, D), (N, E)
+    assert len(inputs["reference"]) == len(emb), (len(inputs["reference"]), len(emb))
     confusion = None
     if labels.ndim == 2:
         kind = "tags"  # multi-label: one tag dropped or swapped per corrupted clip
@@ -158,7 +167,7 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, *, noises, kin
                 flip_labels(labels, n_classes, noise, kind, rng, confusion)
             for name, method in methods.items():
                 extra = {"steps": steps} if name == "audit" else {}
-                flagged, quality, _ = method(emb, noisy, n_classes, **{**opts, "seed": seed + r}, **extra)
+                flagged, quality, _ = method(inputs[name], noisy, n_classes, **{**opts, "seed": seed + r}, **extra)
                 runs[name].append(score(flipped, flagged, quality))
                 if progress:
                     progress(noise, r, name)
@@ -179,6 +188,19 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def reference_options(opts: RunOptions) -> RunOptions | None:
+    """The options that embed what the reference baseline is fitted on: the same encoder(s)' final embedding.
+
+    None where audit's own embeddings already are that (`--features embedding`) or no encoder runs (--embeddings).
+    """
+    from dataclasses import replace
+
+    if opts.embeddings or opts.features == REFERENCE_FEATURES:
+        return None
+    # no steps: they are for the step heads, and the reference has none
+    return replace(opts, features=REFERENCE_FEATURES, step_heads=not opts.multi_label)
+
+
 def evaluate_run(opts, *, noises: list[float], kind: str, repeats: int, baseline: str | None):
     """`audit evaluate` after its arguments: embed (resolved `opts`), evaluate with a progress bar, write
     OUT/eval.json and OUT/skipped.csv. (data, records) on rank 0; None on the other ranks."""
@@ -191,18 +213,31 @@ def evaluate_run(opts, *, noises: list[float], kind: str, repeats: int, baseline
     from audit.pipeline import embed_dataset
 
     start = time.perf_counter()
+    choice = None
+    if opts.encoder == AUTO:  # chosen once, so the reference below embeds with the same encoder
+        from audit.choose import as_records
+        from audit.pipeline import choose_encoder
+
+        opts, choice = choose_encoder(opts)
     data = embed_dataset(opts)
+    ref_opts = reference_options(opts) if baseline == "reference" else None
+    reference = embed_dataset(ref_opts) if ref_opts is not None else None  # every rank: it may be a DDP stage too
     if data is None:
         return None
+    if reference is not None and reference.clips["path"].tolist() != data.clips["path"].tolist():
+        raise UserError("--baseline reference: its embedding pass could not use the same clips as audit's (a "
+                        "transient read error?); run the same command again to retry them")
     methods = 1 + (baseline == "reference")
     bar = tqdm(total=len(noises) * repeats * methods, desc="evaluating", unit="fit", disable=not opts.progress)
-    records = evaluate(data.emb, data.labels, len(data.classes), noises=noises, kind=kind, repeats=repeats,
-                       seed=opts.seed, baseline=baseline, folds=opts.folds, l2=opts.l2, pca_dim=opts.pca_dim,
-                       rank_by=opts.rank_by, filter_by=opts.filter_by, accelerator=opts.accelerator,
-                       progress=lambda *_: bar.update(), steps=data.steps)
+    records = evaluate(data.emb, data.labels, len(data.classes), opts, noises=noises, kind=kind, repeats=repeats,
+                       baseline=baseline, progress=lambda *_: bar.update(), steps=data.steps,
+                       reference_emb=None if reference is None else reference.emb)
     bar.close()
     report = {"n_clips": len(data.clips), "n_skipped": len(data.skipped), "n_classes": len(data.classes),
               "noise_kind": kind, "repeats": repeats, "results": records,
+              **({"reference_embedding_dim": int((data if reference is None else reference).emb.shape[1])}
+                 if baseline == "reference" else {}),
+              **({} if choice is None else {"encoder_choice": as_records(choice)}),
               "seconds": round(time.perf_counter() - start, 3), "encoder": opts.encoder, "seed": opts.seed,
               "versions": outputs.versions(),
               "options": {**opts.as_dict(), "noise": noises, "noise_kind": kind, "repeats": repeats,

@@ -14,8 +14,13 @@ from dataclasses import asdict, dataclass, replace
 from audit.errors import UserError
 
 DEFAULT_ENCODER = "speechbrain/spkrec-xvect-voxceleb"  # 512-d x-vectors; the users' default
+AUTO = "auto"  # --encoder auto: chosen on a sample of the user's data (choose.py)
+# What `auto` compares unless --candidates names others: the speech default and a general-audio (AudioSet)
+# CNN; mn04 is the EfficientAT model whose release hash is pinned and measured here (bench/RESULTS.md).
+AUTO_CANDIDATES = (DEFAULT_ENCODER, "efficientat:mn04_as")
+LAYERS = ("last", "mean")  # transformers encoders' --layer names; or an int: a hidden-state index
 ACCELERATORS = ("auto", "cpu", "gpu")
-FEATURES = ("embedding", "frames", "frames+embedding")  # which representation is pooled: encoder.py
+FEATURES = ("embedding", "frames", "frames+embedding")  # which representation is pooled: audit/encoders/ (SpeechBrain, EfficientAT)
 DEFAULT_FEATURES = "frames"  # measured best on every evaluation set, speakers included (bench/RESULTS.md)
 # Pooled frame stats are kept whole by default: a fixed random projection to 1,024 or 2,048 dims cost
 # AP 0.998 -> 0.993/0.994 and F1 0.957 -> 0.94 on FSDD digits (bench/RESULTS.md). At a million clips the
@@ -39,6 +44,7 @@ PCA_FROM_DIM = 1024  # only wider features are reduced: final embeddings (192-51
 DEFAULT_WINDOW_SECONDS = 10.0  # AudioSet's clip length; x-vector/ECAPA saw 2-4 s crops in training
 DEFAULT_HOP_SECONDS = 10.0  # no overlap: cost grows with the audio's length, not faster
 RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+DEFAULT_RANK_BY = "self_confidence"
 FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
              "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
 # prune_by_class: with the frame features' sharper probabilities, "both" (prune by class AND by noise
@@ -49,6 +55,8 @@ DEFAULT_FILTER_BY = "prune_by_class"
 # over prune_by_class), bench/RESULTS.md.
 MULTILABEL_FILTER_BY = "confident_learning"
 MAX_NOISE = 0.5  # beyond it the flipped labels are the majority: there is nothing left to find
+NOISE_KINDS = ("uniform", "confusable")  # `audit evaluate --noise-kind` (evaluate.py); the first is the default
+DEFAULT_REPORT_TOP = 50  # issues shown with audio, spectrogram and waveform in report.html
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,11 @@ class RunOptions:
     embeddings: str | None = None  # precomputed embeddings (precomputed.py): no encoder runs
     multi_label: bool = False  # label cells hold tag sets separated by ';' (labels.py)
     step_heads: bool = True  # tag sets: cache each clip's steps and add the step heads (instance_heads.py)
-    encoder: str | tuple = DEFAULT_ENCODER  # several: each embeds every clip, features concatenated
+    encoder: str | tuple = DEFAULT_ENCODER  # a tuple of several (--encoders): each embeds every clip, features concatenated
     features: str | None = None  # None: DEFAULT_FEATURES for SpeechBrain encoders (transformers: --layer)
     frames_dim: int | None = DEFAULT_FRAMES_DIM  # --features frames: fixed random projection to this width
-    layer: str = "last"  # transformers encoders: last, mean (of all layers) or a hidden-state index
+    layer: str | None = None  # transformers encoders: last (None), mean (of all layers) or a hidden-state index
+    candidates: tuple | None = None  # --encoder auto: the encoders compared (None: AUTO_CANDIDATES)
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
@@ -75,27 +84,50 @@ class RunOptions:
     window_seconds: float = DEFAULT_WINDOW_SECONDS  # longer clips are embedded window by window (windows.py)
     hop_seconds: float = DEFAULT_HOP_SECONDS
     num_workers: int | None = None
-    cache_dir: str | None = None  # None: OUT/cache, or ~/.cache/audit/embeddings without an out
+    cache_dir: str | None = None  # None: OUT/cache, or cache_root()/embeddings without an out
     shard_clips: int = SHARD_CLIPS
     folds: int = DEFAULT_FOLDS
     l2: float | str = DEFAULT_L2  # or "auto": chosen per fold by inner cross-validation (heads.py)
     pca_dim: int | None | str = "auto"  # wider features are reduced per fold (heads.py); None: never; auto: by task
     seed: int = 0
-    rank_by: str = "self_confidence"
+    rank_by: str = DEFAULT_RANK_BY
     filter_by: str | None = None  # None: by task (task_defaults)
     progress: bool = True
 
     def __post_init__(self):
-        if isinstance(self.encoder, list):  # frozen and hashable: the API may pass a list
-            object.__setattr__(self, "encoder", tuple(self.encoder))
+        if isinstance(self.encoder, (list, tuple)):  # frozen and hashable: the API may pass a list
+            encoders = tuple(self.encoder)
+            object.__setattr__(self, "encoder", encoders[0] if len(encoders) == 1 else encoders)
         if not self.encoder or not all(isinstance(e, str) and e for e in self.encoders):
             raise UserError(f"--encoder {self.encoder!r}: a Hugging Face id or a local folder (one or more)")
+        twice = sorted({e for e in self.encoders if self.encoders.count(e) > 1})
+        if twice:
+            raise UserError(f"--encoders: {', '.join(twice)} given twice; name each encoder once")
+        if isinstance(self.candidates, (str, list, tuple)):  # one name, or several
+            object.__setattr__(self, "candidates", (self.candidates,) if isinstance(self.candidates, str)
+                               else tuple(self.candidates))
+        if self.candidates is not None:
+            if self.encoder != AUTO:
+                raise UserError("--candidates: the encoders that --encoder auto compares; add --encoder auto")
+            if not self.candidates or not all(isinstance(e, str) and e and e != AUTO for e in self.candidates):
+                raise UserError(f"--candidates {self.candidates!r}: one or more encoders (ids, folders or "
+                                "efficientat:NAME), not auto")
+            if len(set(self.candidates)) < len(self.candidates):
+                raise UserError("--candidates: an encoder given twice; name each once")
+        if AUTO in self.encoders and self.encoder != AUTO:
+            raise UserError("--encoders: auto chooses one encoder; use --encoder auto --candidates A B instead")
+        if self.encoder == AUTO:
+            given = [f"--{name.replace('_', '-')}" for name in ("features", "frames_dim", "layer")
+                     if getattr(self, name) is not None]
+            if given:
+                raise UserError(f"{', '.join(given)}: with --encoder auto each candidate uses its family's own "
+                                "representation; name the encoder to choose one")
         _choice("accelerator", self.accelerator, ACCELERATORS)
         _choice("precision", self.precision, PRECISIONS)
         if self.features is not None:
             _choice("features", self.features, FEATURES)
-        if not (self.layer in ("last", "mean") or str(self.layer).lstrip("-").isdigit()):
-            raise UserError(f"--layer {self.layer}: last, mean, or a hidden-state index (an integer)")
+        if self.layer is not None and not (self.layer in LAYERS or str(self.layer).lstrip("-").isdigit()):
+            raise UserError(f"--layer {self.layer}: {', '.join(LAYERS)}, or a hidden-state index (an integer)")
         if not self.step_heads and not self.multi_label:
             raise UserError("--no-step-heads: the step heads are for tag sets; add --multi-label or leave it out")
         _choice("rank-by", self.rank_by, RANK_BY)
@@ -161,10 +193,15 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores - 1))  # leave a core to the encoder's own threads
 
 
+def cache_root() -> str:
+    """Where downloads, decoded datasets and (without --out) embeddings go: $AUDIT_CACHE, else ~/.cache/audit."""
+    return os.environ.get("AUDIT_CACHE") or os.path.expanduser("~/.cache/audit")
+
+
 def default_cache_dir(out: str | None) -> str:
     if out:
         return os.path.join(out, "cache")
-    return os.path.join(os.environ.get("AUDIT_CACHE") or os.path.expanduser("~/.cache/audit"), "embeddings")
+    return os.path.join(cache_root(), "embeddings")
 
 
 def check_noise(noise: list[float], repeats: int) -> None:

@@ -7,7 +7,7 @@ and outputs.py do); it returns an `AuditResult` holding every table and array th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +15,7 @@ import pandas as pd
 
 from audit import health
 from audit.errors import UserError
-from audit.options import RunOptions
+from audit.options import AUTO, RunOptions
 
 if TYPE_CHECKING:
     from audit.steps import Steps
@@ -51,6 +51,7 @@ class AuditResult:
     data_issues: object  # datalab.DataIssues
     map_2d: np.ndarray  # (N, 2) PCA of the standardized embeddings, for the report
     audio_issues: pd.DataFrame  # row, type, value, threshold: audio-health problems (health.py)
+    audio_notes: list  # health.dataset_notes: problems most clips share, reported once, not in audio_issues
     seconds: dict  # the stages after the embeddings
 
 
@@ -61,10 +62,11 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     """
     from audit import labels as lab
     from audit.manifest import DEFAULT_LABEL_PATTERN, load_manifest
+    from audit.choose import as_records
     from audit.outputs import peak_rss_mb
 
     assert opts.accelerator in ("cpu", "gpu") and opts.batch_seconds, "options must be resolved first"
-    seconds = {}
+    seconds, choice = {}, None  # choice: --encoder auto's table (choose.py)
     t = time.perf_counter()
     manifest = load_manifest(opts.data, opts.label_pattern or DEFAULT_LABEL_PATTERN, need_files=not opts.embeddings,
                              label_column=opts.label_column, cache_dir=opts.cache_dir, multi_label=opts.multi_label)
@@ -76,10 +78,15 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
 
         embedded = precomputed.load(opts.embeddings, manifest.clips["path"].tolist(), manifest.files)
     else:
+        if opts.encoder == AUTO:  # chosen on a sample first; the sample's embeddings are then in the cache
+            t = time.perf_counter()
+            opts, choice = choose_encoder(opts, manifest)
+            seconds["choose_encoder"] = time.perf_counter() - t
         embedded = _embed_all(manifest, opts)
     if not embedded.is_rank_zero:
         return None
-    seconds["embeddings"] = embedded.seconds
+    seconds["encoder_load"] = embedded.load_seconds  # with its padding check
+    seconds["embeddings"] = embedded.seconds - embedded.load_seconds
 
     ok = np.array([i not in embedded.failed for i in range(len(manifest.files))], dtype=bool)
     failed = pd.DataFrame([(manifest.clips["path"][i], r) for i, r in embedded.failed.items()],
@@ -98,6 +105,8 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
                  n_embedded_now=embedded.n_computed,
                  n_from_cache=0 if opts.embeddings else int(ok.sum()) - min(int(ok.sum()), embedded.n_computed),
                  manifest_kind=manifest.source, batch_seconds=opts.batch_seconds,
+                 **({} if opts.embeddings or choice is None else
+                    {"encoder_chosen": opts.encoder, "encoder_choice": as_records(choice)}),
                  num_workers=opts.num_workers, cache_dir=str(opts.cache_dir),
                  **({"step_heads": embedded.steps is not None} if opts.multi_label else {}),
                  **({"note": f"embeddings from {opts.embeddings}: no encoder ran, no audio was read (no audio-health "
@@ -111,24 +120,42 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
                          steps=None if embedded.steps is None else embedded.steps if ok.all() else embedded.steps.subset(keep))
 
 
+def choose_encoder(opts: RunOptions, manifest=None) -> tuple[RunOptions, pd.DataFrame]:
+    """--encoder auto: (opts naming the encoder choose.py picks on a sample of the clips, its table).
+    Every rank of a multi-process run computes the same choice. `manifest`: loaded here if not given."""
+    from audit import labels as lab
+    from audit.choose import choose
+    from audit.manifest import DEFAULT_LABEL_PATTERN, load_manifest
+
+    if manifest is None:
+        manifest = load_manifest(opts.data, opts.label_pattern or DEFAULT_LABEL_PATTERN, label_column=opts.label_column,
+                                 cache_dir=opts.cache_dir, multi_label=opts.multi_label)
+    winner, choice = choose(manifest, lab.encode(manifest.clips["label"], opts.multi_label).target, opts)
+    return replace(opts, encoder=winner, candidates=None), choice
+
+
 def _embed_all(manifest, opts: RunOptions):
     """Every encoder embeds every clip (each with its own cache); their features are concatenated."""
-    from dataclasses import replace
-
+    from audit import encoders
     from audit.embed import embed
 
+    if len(opts.encoders) == 1:
+        return embed(manifest.files, opts, manifest.offsets, manifest.durations)
+    resolved = [encoders.resolve(e) for e in opts.encoders]
+    own = encoders.options_for(resolved, opts)  # each encoder gets the options its family takes
     # steps (tag sets) come from the first encoder alone: the others skip computing and caching them
     later = {"step_heads": False} if opts.multi_label else {}
-    parts = [embed(manifest.files, replace(opts, encoder=e, **(later if i else {})), manifest.offsets,
-                   manifest.durations) for i, e in enumerate(opts.encoders)]
-    if len(parts) == 1 or not parts[0].is_rank_zero:
+    parts = [embed(manifest.files, replace(o, encoder=e.spec, **(later if i else {})), manifest.offsets,
+                   manifest.durations, encoder=e) for i, (e, o) in enumerate(zip(resolved, own))]
+    if not parts[0].is_rank_zero:
         return parts[0]
     failed = {}
     for p in parts:  # a clip any encoder could not use is left out, with the first reason
         for row, reason in p.failed.items():
             failed.setdefault(row, reason)
     return replace(parts[0], emb=np.concatenate([p.emb for p in parts], axis=1), failed=dict(sorted(failed.items())),
-                   n_computed=max(p.n_computed for p in parts), seconds=sum(p.seconds for p in parts))
+                   n_computed=max(p.n_computed for p in parts), seconds=sum(p.seconds for p in parts),
+                   load_seconds=sum(p.load_seconds for p in parts))
 
 
 def run_audit(opts: RunOptions) -> AuditResult | None:
@@ -160,11 +187,14 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
                                    device="cuda" if opts.accelerator == "gpu" else "cpu")
     seconds["data_issues"] = time.perf_counter() - t
     t = time.perf_counter()
-    audio_issues = health.issue_table({i: h for i, h in enumerate(data.health) if h is not None})
+    healths = {i: h for i, h in enumerate(data.health) if h is not None}
+    audio_issues = health.issue_table(healths)
+    audio_notes = health.dataset_notes(list(healths.values()))
     map_2d = pca_2d(data.emb)  # (N, 2)
     seconds["map_2d"] = time.perf_counter() - t
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
-                       map_2d=map_2d, audio_issues=audio_issues, seconds=seconds)
+                       map_2d=map_2d, audio_issues=audio_issues, audio_notes=audio_notes,
+                       seconds=seconds)
 
 
 MAP_CHUNK_BYTES = 1 << 27  # float64 bytes of embeddings read at once for the 2-D map (128 MiB): flat in N and D

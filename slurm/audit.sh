@@ -6,11 +6,17 @@
 # Settings (environment variables, exported to the job by sbatch):
 #   AUDIT_DATA         --data: folder, manifest CSV/Parquet, or fsdd        (required)
 #   AUDIT_OUT          --out: output folder on a shared file system         (required)
-#   AUDIT_ENCODER      --encoder (default: speechbrain/spkrec-xvect-voxceleb)
+#   AUDIT_ENCODER      --encoder (default: audit's own, `python -m audit --help`)
 #   AUDIT_ACCELERATOR  --accelerator (default: gpu; cpu for CPU-only partitions)
 #   AUDIT_PYTHON       the Python with audit installed (default: python)
 #   AUDIT_ARGS         extra flags, e.g. "--batch-seconds 512 --precision bf16-mixed"
-# Arguments after the script name are passed to audit as well.
+# Arguments after the script name are passed to audit as well, after these: a single-valued option given
+# there wins (`sbatch slurm/audit.sh --encoder X` runs X alone; several encoders: --encoders A B).
+#
+# Compute nodes without internet (most clusters): first, on the login node, with the same arguments,
+#   python -m audit fetch --data "$AUDIT_DATA" --out "$AUDIT_OUT" [--encoder X | --encoder auto]
+# downloads and verifies every encoder and dataset; then submit with HF_HUB_OFFLINE=1 in the environment
+# (sbatch exports it), and the job reads only the caches.
 #
 # Examples (the #SBATCH lines below are the 1-GPU defaults; command-line options override them):
 #   1 GPU:               sbatch slurm/audit.sh
@@ -35,7 +41,6 @@ set -euo pipefail
 
 : "${AUDIT_DATA:?set AUDIT_DATA to a folder, a manifest, or fsdd}"
 : "${AUDIT_OUT:?set AUDIT_OUT to an output folder on a shared file system}"
-ENCODER=${AUDIT_ENCODER:-speechbrain/spkrec-xvect-voxceleb}
 ACCELERATOR=${AUDIT_ACCELERATOR:-gpu}
 PY=${AUDIT_PYTHON:-python}
 NODES=${SLURM_JOB_NUM_NODES:-1}
@@ -50,7 +55,7 @@ trap requeue USR1
 
 # srun starts one process per task; `wait` keeps the shell free to take the signal.
 # shellcheck disable=SC2086  # AUDIT_ARGS is a list of flags
-srun --kill-on-bad-exit=1 "$PY" -m audit --data "$AUDIT_DATA" --out "$AUDIT_OUT" --encoder "$ENCODER" \
+srun --kill-on-bad-exit=1 "$PY" -m audit --data "$AUDIT_DATA" --out "$AUDIT_OUT" ${AUDIT_ENCODER:+--encoder "$AUDIT_ENCODER"} \
     --accelerator "$ACCELERATOR" --devices "$PER_NODE" --num-nodes "$NODES" --no-progress \
     ${AUDIT_ARGS:-} "$@" &
 wait $!

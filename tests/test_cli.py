@@ -56,6 +56,9 @@ def test_outputs_are_complete_and_consistent(run):
     assert summary["n_label_issues"] == len(issues)
     assert summary["cv_accuracy"] > 0.8  # 200 clips, 6 of them mislabelled: measured 0.835
     assert summary["seconds"]["embeddings"] > 0 and summary["options"]["seed"] == 3
+    seconds = summary["seconds"]  # the whole run is accounted for: start-up, every stage, the report
+    assert {"startup", "heads", "map_2d", "write", "report", "other"} <= set(seconds)
+    assert sum(v for k, v in seconds.items() if k != "total") == pytest.approx(seconds["total"], abs=0.01)
     assert list(pd.read_csv(out / "skipped.csv").columns) == ["path", "reason"]
 
 
@@ -79,13 +82,22 @@ def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+def _no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "/no/such/place"], "no such file or folder"),
     (["--folds", "1"], "a whole number >= 2"),
     (["--devices", "many"], "positive number of devices"),
     (["--rank-by", "vibes"], "invalid choice"),
     (["--batch-seconds", "-3"], "must be > 0"),
-    (["--accelerator", "gpu", "--data", "."], "no CUDA GPU"),
+    pytest.param(["--accelerator", "gpu", "--data", "."], "no CUDA GPU",
+                 marks=pytest.mark.skipif(not _no_gpu(), reason="this machine has a CUDA GPU")),
+    (["--encoder", "a", "--encoders", "b", "c"], "not allowed with argument --encoder"),
+    (["--encoders", "a", "b", "a"], "a given twice"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, message):
     result = cli(*args, "--out", str(tmp_path / "o"))
@@ -163,10 +175,62 @@ def test_the_api_and_the_cli_write_the_same_tables(run, tmp_path, subset_dir, ec
 
 @pytest.mark.parametrize("kw, message", [
     (dict(folds=1), "--folds 1"), (dict(rank_by="vibes"), "--rank-by"), (dict(colour="red"), "unknown option"),
-    (dict(l2=0.0), "--l2 0.0"),
+    (dict(l2=0.0), "--l2 0.0"), (dict(encoder=["a", "b", "a"]), "a given twice"),
 ])
 def test_api_options_are_checked_in_one_line(kw, message):
     import audit
 
     with pytest.raises(audit.UserError, match=message):
         audit.run("fsdd", **kw)
+
+
+@pytest.mark.parametrize("parser", ["run_parser", "evaluate_parser"])
+def test_every_run_option_is_reachable_from_the_cli_with_the_same_default(parser):
+    """A RunOptions field is an option of the same name, derived by the CLI, or explicitly the API's alone;
+    and the CLI's defaults are the dataclass's own (parsing nothing gives RunOptions())."""
+    import dataclasses
+
+    from audit import cli
+    from audit.options import RunOptions
+
+    p = getattr(cli, parser)()
+    dests = {a.dest for a in p._actions}
+    fields = {f.name for f in dataclasses.fields(RunOptions)}
+    assert fields - dests - set(cli.CLI_DERIVED) - set(cli.API_ONLY) == set()
+    assert set(cli.CLI_DERIVED) <= fields and set(cli.API_ONLY) <= fields
+    assert not set(cli.API_ONLY) & dests  # an API-only field with an option would be silently ignored
+    assert cli.options_from(p.parse_args([]), "runs/x") == RunOptions(out="runs/x")
+    every = ["--data", "d", "--multi-label", "--no-step-heads", "--label-column", "c", "--embeddings", "e.npy",
+             "--label-pattern", "^(?P<label>x)", "--features", "embedding", "--frames-dim", "7", "--layer", "3",
+             "--accelerator", "cpu", "--devices", "2", "--num-nodes", "3", "--strategy", "ddp", "--precision",
+             "bf16-mixed", "--batch-seconds", "5", "--window-seconds", "4", "--hop-seconds", "2", "--num-workers",
+             "1", "--cache-dir", "cd", "--shard-clips", "9", "--folds", "4", "--l2", "auto", "--pca-dim", "0",
+             "--seed", "11", "--rank-by", "normalized_margin", "--filter-by", "both", "--no-progress",
+             "--out", "o", "--encoder", "x"]
+    got = cli.options_from(p.parse_args(every), "runs/x")
+    assert got == RunOptions(data="d", multi_label=True, step_heads=False, label_column="c", embeddings="e.npy",
+                             label_pattern="^(?P<label>x)", features="embedding", frames_dim=7, layer="3",
+                             accelerator="cpu", devices=2, num_nodes=3, strategy="ddp", precision="bf16-mixed",
+                             batch_seconds=5.0, window_seconds=4.0, hop_seconds=2.0, num_workers=1, cache_dir="cd",
+                             shard_clips=9, folds=4, l2="auto", pca_dim=None, seed=11, rank_by="normalized_margin",
+                             filter_by="both", progress=False, out="o", encoder="x")
+    # candidates goes with --encoder auto alone, which refuses --features/--frames-dim/--layer: parsed apart
+    auto = cli.options_from(p.parse_args(["--encoder", "auto", "--candidates", "a", "b"]), "runs/x")
+    assert auto.encoder == "auto" and auto.candidates == ("a", "b")
+    # every field moved off its default: an option the CLI forgot to pass on would show here
+    assert all(getattr(got, f) != getattr(RunOptions(), f) for f in fields - {"candidates"}), \
+        [f for f in fields if getattr(got, f) == getattr(RunOptions(), f)]
+
+
+def test_encoder_is_single_valued_and_encoders_names_several():
+    from audit.cli import options_from, run_parser
+
+    def encoder(*argv):
+        return options_from(run_parser().parse_args(list(argv)), "runs/x").encoder
+
+    assert encoder("--encoder", "a", "--encoder", "b") == "b"  # the last one counts (slurm/audit.sh relies on it)
+    assert encoder("--encoders", "a", "b") == ("a", "b")
+    assert encoder("--encoders", "a") == encoder("--encoder", "a") == "a"
+    import audit
+
+    assert audit.RunOptions(encoder=["a", "b"]).encoders == ("a", "b")
