@@ -5,9 +5,11 @@ everything that shapes an embedding besides the clip: the encoder's files (and h
 precision, and `PIPELINE_VERSION` (decoding, resampling, padding fix, cut rule). A clip's key
 hashes its absolute path, size and modification time, so an edited or replaced file is embedded
 again. Each shard is an .npz of plain arrays (no pickles) with a SHA-256 over its contents: a
-truncated or corrupt shard is moved aside and its clips recomputed. Clips that failed for a reason
-that will not change (not audio, too short, NaN samples) are stored with it; a transient failure
-(an I/O error on a network disk) is never stored, so the next run tries again.
+truncated or corrupt shard is moved aside and its clips recomputed. A clip that failed while decoding
+for a reason that will not change (NaN or inf samples, a body libsndfile cannot decode) is stored with
+it. A clip whose header already rules it out (not audio, empty, too short: batching.probe_all, when a
+run is planned) never reaches the cache: it is probed again on every run, a header read. A transient
+failure (an I/O error on a network disk) is never stored, so the next run tries again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump when decoding, resampling, the padding fix or the cut/window rules change what a clip embeds to.
-PIPELINE_VERSION = "3"  # 3: long clips are windowed and pooled, not cut at 60 s
+# Bump too when health.ClipHealth gains a field or changes a measure: the shards keep each clip's health,
+# and an old entry would otherwise read as no health (a missing field) or as the old measure.
+PIPELINE_VERSION = "4"  # 3: long clips are windowed and pooled, not cut at 60 s; 4: health (DC in the pauses)
 STAT_THREADS = 16  # stat() is I/O-bound on network file systems
 KEY_DTYPE = "U40"  # sha1 hex digests
 
@@ -85,12 +89,17 @@ class ShardStore:
             arrays["steps"] = np.concatenate(steps).astype(np.float16) if steps else np.zeros((0, 0), np.float16)
         arrays["digest"] = np.array(_digest(arrays))
         path = self.folder / f"shard-{tag}-{uuid.uuid4().hex[:12]}.npz"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = path.with_suffix(".tmp")  # not shard-*.npz: load() never reads a half-written shard
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, a kill signal turned exception: leave no partial file behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         return path
 
     def load(self) -> CacheContents:

@@ -280,11 +280,13 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
             "n_underperforming_group": counts.get("underperforming_group", 0),
         },
         "audio_issues": {"n_clips": int(result.audio_issues["row"].nunique()),
-                         **{str(t): int(n) for t, n in result.audio_issues["type"].value_counts().sort_index().items()}},
+                         **{str(t): int(n) for t, n in result.audio_issues["type"].value_counts().sort_index().items()},
+                         "dataset_level": result.audio_notes},  # shared by most clips: said once, not per clip
         "classes": list(data.classes),
         "seconds": {**{k: round(v, 3) for k, v in {**data.seconds, **result.seconds}.items()},
                     "total": round(total_seconds, 3)},
         "encoder": f"precomputed: {options['embeddings']}" if options.get("embeddings") else
+                   data.facts.get("encoder_chosen") or  # --encoder auto: the winner (encoder_choice: why)
                    (options["encoder"] if isinstance(options["encoder"], str) else list(options["encoder"])),
         "seed": options["seed"],
         "peak_rss_mb": peak_rss_mb(),
@@ -340,8 +342,10 @@ def print_summary(summary: dict, table: pd.DataFrame, out: Path, top: int = 10, 
           f"({di['n_exact_duplicate_clips']} clips byte-identical to another)")
     ai = summary.get("audio_issues", {})
     if ai.get("n_clips"):
-        kinds = ", ".join(f"{n} {t}" for t, n in ai.items() if t != "n_clips")
+        kinds = ", ".join(f"{n} {t}" for t, n in ai.items() if t not in ("n_clips", "dataset_level"))
         p(f"audio health: {ai['n_clips']} clips with problems in the audio itself ({kinds}): audio_issues.csv")
+    for note in ai.get("dataset_level", []):
+        p(f"audio health, whole dataset: {note['text']}")
     p(f"outputs in {out}/: report.html (open it in a browser), issues.csv, scores.csv, outliers.csv, "
       "duplicates.csv, audio_issues.csv, skipped.csv, summary.json")
 
@@ -355,9 +359,14 @@ def write_json(obj, path: Path) -> None:
 
 
 def _atomic(path: Path, write, text: bool = False) -> None:
+    """`path` holds its old bytes or the new ones, never part of them; a failed write leaves no temp file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w" if text else "wb", **({"encoding": "utf-8", "newline": ""} if text else {})) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w" if text else "wb", **({"encoding": "utf-8", "newline": ""} if text else {})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from audit.options import DEFAULT_REPORT_TOP
+
 MEDIA_SECONDS = 10.0  # longer clips are cut in the page: it stays light
-DEFAULT_TOP = 50
 MAX_MAP_POINTS = 5000  # every flagged clip, plus a seeded sample of the rest
 MAX_TABLE_ROWS = 200
 # Up to this many clips the page carries every clip's path and labels, and exports a corrected manifest of
@@ -25,16 +27,17 @@ REVIEW_ALL_ROWS_MAX = 100_000
 SEGMENT_COLUMNS = ("offset", "duration")  # manifest columns that make a row a segment of its file (manifest.py)
 HEALTH_MEDIA = 20  # audio-health rows with their audio embedded: the page stays light
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 
 
-def build_report(out: Path, top: int = DEFAULT_TOP) -> Path:
+def build_report(out: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     """Writes OUT/report.html from the outputs in OUT; returns its path."""
     from audit.outputs import read_run
 
     return render_report(read_run(out), Path(out) / "report.html", top)
 
 
-def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
+def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     """Writes the page for `run` (outputs.RunFiles, read back or in memory) to `path`."""
     import jinja2
 
@@ -66,7 +69,8 @@ def render_report(run, path: Path, top: int = DEFAULT_TOP) -> Path:
                    "href": _href(files[int(o.row)])} for o in outliers.head(MAX_TABLE_ROWS).itertuples()],
         outliers_more=len(outliers) if len(outliers) > MAX_TABLE_ROWS else 0,
         dup_groups=_dup_groups(run.duplicates, files),
-        skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"), health=_health(run.audio_issues, files),
+        skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"),
+        health=_health(run.audio_issues, files, s.get("audio_issues", {}).get("dataset_level", [])),
         review=_review(run, names, labels, suggested, [i["row"] for i in issues], path, multi),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
     path = Path(path)
@@ -117,9 +121,18 @@ def _issue(r, file: str, p: np.ndarray, classes: list) -> dict:
             "wave": None, "media_error": None}
     try:
         item.update(_media(file))
-    except Exception as e:  # a file moved since the run: the card stays, without media
+    except _unreadable() as e:  # a file moved since the run: the card stays, without media
         item["media_error"] = f"{type(e).__name__}: {e}"[:200]
+        log.warning("report: no media for %s: %s", file, item["media_error"])
     return item
+
+
+def _unreadable() -> tuple:
+    """What a clip that was readable at the run may raise now (moved, replaced, on a disk gone away);
+    anything else is a bug and stops the report."""
+    from audit.audio import ClipError
+
+    return ClipError, OSError
 
 
 def _media(file: str) -> dict:
@@ -225,20 +238,23 @@ def _dup_groups(dups: pd.DataFrame, files: list) -> list:
     return groups
 
 
-def _health(table: pd.DataFrame, files: list) -> dict:
-    """Counts per problem, and the first rows (each clip's audio embedded for the first HEALTH_MEDIA)."""
+def _health(table: pd.DataFrame, files: list, notes: list) -> dict:
+    """Counts per problem, the first rows (each clip's audio embedded for the first HEALTH_MEDIA), and the
+    dataset-level notes (summary.json's audio_issues.dataset_level: problems most clips share)."""
     rows = []
     for i, r in enumerate(table.head(MAX_TABLE_ROWS).itertuples()):
         item = {"path": r.path, "type": r.type, "value": float(r.value), "threshold": float(r.threshold),
-                "href": _href(files[int(r.row)]), "audio": None}
+                "href": _href(files[int(r.row)]), "audio": None, "media_error": None}
         if i < HEALTH_MEDIA:
             try:
                 item["audio"] = _media(files[int(r.row)])["audio"]
-            except Exception:  # a file moved since the run: the row stays, without audio
-                pass
+            except _unreadable() as e:  # a file moved since the run: the row stays, without audio, and says why
+                item["media_error"] = f"{type(e).__name__}: {e}"[:200]
+                log.warning("report: no audio for %s: %s", files[int(r.row)], item["media_error"])
         rows.append(item)
     return {"n_clips": int(table["row"].nunique()) if len(table) else 0, "rows": rows,
-            "counts": sorted(table["type"].value_counts().items()) if len(table) else []}
+            "counts": sorted(table["type"].value_counts().items()) if len(table) else [],
+            "notes": [n["text"] for n in notes]}
 
 
 def _href(file: str) -> str:
