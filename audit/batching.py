@@ -25,6 +25,10 @@ from torch.utils.data import Dataset, Sampler
 from audit import audio, health
 
 PROBE_THREADS = 16  # reading headers is I/O-bound: threads hide a network file system's latency
+# What may not happen again on a retry: the disk or the network file system (OSError: EIO, ESTALE, a file
+# vanishing mid-run) and memory. A clip's own defects are audio.ClipError (permanent, cached); anything
+# else is a bug in audit and propagates, naming the clip, instead of passing for "retried on the next run".
+TRANSIENT = (OSError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,8 @@ class ClipDataset(Dataset):
     file and measures its health; later windows of a long clip only decode their own stretch.
     """
 
-    def __init__(self, files: list[str], offsets=None, durations=None, windows=None):
-        self.files = files
+    def __init__(self, files: list[str], offsets=None, durations=None, windows=None, rate: int = audio.SAMPLE_RATE):
+        self.files, self.rate = files, rate  # rate: the encoder's (Hz)
         self.offsets, self.durations = segment_arrays(len(files), offsets, durations)
         self.windows = windows
 
@@ -134,15 +138,19 @@ class ClipDataset(Dataset):
             segment = self.offsets[row] != 0 or self.durations[row] == self.durations[row]
             if start == 0 and not segment:  # a segment shares its file's bytes with the file's other segments
                 meta["sha1"] = audio.file_sha1(path)
-            wav, measured = audio.decode(path, float(self.offsets[row]) + start, seconds)
+            wav, measured = audio.decode(path, float(self.offsets[row]) + start, seconds, self.rate)
             if start == 0:
                 meta.update(health.to_meta(measured))
             return Decoded(row, wav, meta=meta, window=item)
         except audio.ClipError as e:
             return Decoded(row, None, str(e), window=item)
-        except Exception as e:  # OSError, MemoryError...: a clip must never take the run down with it
+        except TRANSIENT as e:  # skipped this run, never cached: the next run tries it again
             return Decoded(row, None, f"read error, retried on the next run: {type(e).__name__}: {e}"[:300],
                            transient=True, window=item)
+        except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+
+                e.add_note(f"audit: a bug, raised while decoding {path} (row {row}, window {item})")
+            raise
 
 
 def collate(items: list[Decoded]) -> Batch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,6 @@ def _nn_descent_knn(emb: np.ndarray, k: int):
 
 def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, sha1: list[str], *,
                      user_order: bool, device: str = "cpu") -> DataIssues:
-    import logging
     import warnings
 
     from cleanlab import Datalab
@@ -125,10 +125,11 @@ def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray
     types = [t for t in (MULTILABEL_TYPES if multi else ISSUE_TYPES) if user_order or t != "non_iid"]
     given = [np.flatnonzero(row).tolist() for row in labels] if multi else labels
     lab = Datalab(data={"label": given}, label_name="label", verbosity=0, task="multilabel" if multi else "classification")
-    # Datalab prints notes (e.g. "no meaningful clusters" for small data) to stdout: keep the terminal clean.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # Datalab prints notes (e.g. "no meaningful clusters" for small data) to stdout and logs and warns about
+    # what it skips: keep the terminal clean for this call only; warning filters and the logger's level are
+    # restored afterwards (the caller's, e.g. a notebook's, stay as they were).
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _logger_level("cleanlab", logging.ERROR):
         warnings.simplefilter("ignore")
-        logging.getLogger("cleanlab").setLevel(logging.ERROR)
         lab.find_issues(features=np.asarray(emb, dtype=np.float32), pred_probs=pred_probs,
                         knn_graph=knn_graph(emb, device=device), issue_types={t: _issue_args(t, len(emb)) for t in types})
     summary = lab.get_issue_summary().reset_index(drop=True)
@@ -137,6 +138,18 @@ def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray
     per_clip = lab.get_issues()[[c for c in cols if c in lab.get_issues().columns]].reset_index(drop=True)
     near_sets = lab.get_issues("near_duplicate")["near_duplicate_sets"] if "near_duplicate" in found else None
     return DataIssues(summary=summary, per_clip=per_clip, duplicate_groups=_duplicate_groups(sha1, near_sets))
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int):
+    """`name`'s logger at `level` inside the block, at its own level again after it."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _issue_args(issue_type: str, n: int) -> dict:

@@ -21,15 +21,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from audit import options
 from audit.errors import UserError
 
 RELEASE = "v1.0.9"
 URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.9.tar.gz"
 LABEL_PATTERN = r"^(?P<label>\d)_"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("AUDIT_CACHE") or Path.home() / ".cache" / "audit")
 
 
 def expected_hashes() -> dict[str, str]:
@@ -45,7 +42,7 @@ def fsdd_files() -> list[Path]:
     if local:
         folder = _recordings_dir(Path(local))
     else:
-        folder = cache_root() / f"fsdd-{RELEASE}"
+        folder = Path(options.cache_root()) / f"fsdd-{RELEASE}"
         if not (folder / ".verified").exists():
             _download(folder, os.environ.get("AUDIT_FSDD_URL", URL))
     _verify(folder, hashes, quick=(folder / ".verified").exists())

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from audit.errors import UserError, one_line
+from audit.options import cache_root
 
 PREFIX = "hf:"
 LABEL_NAMES = ("label", "labels", "class", "category", "target")  # tried in order when no ClassLabel exists
@@ -44,7 +45,7 @@ def load_table(data, *, label_column: str | None = None, cache_dir: str | None =
     if label not in dataset.column_names:
         raise UserError(f"--label-column {label}: not a column of {_name(data)} ({', '.join(dataset.column_names)})")
     dataset = dataset.cast_column(audio[0], datasets.Audio(decode=False))
-    folder = Path(cache_dir or os.path.expanduser("~/.cache/audit")) / "hf-audio" / dataset._fingerprint
+    folder = Path(cache_dir or cache_root()) / "hf-audio" / dataset._fingerprint
     feature = dataset.features[label]
     names = feature.names if isinstance(feature, datasets.ClassLabel) else None
     extras = [c for c in dataset.column_names

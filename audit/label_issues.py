@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.options import FILTER_BY, RANK_BY, task_defaults
+from audit.options import DEFAULT_RANK_BY, FILTER_BY, RANK_BY
 
 PARALLEL_FROM = 200_000  # clips: cleanlab's worker pool costs ~1.5 s to start, worth it only on large data
 
@@ -31,10 +31,9 @@ class LabelIssues:
     extra: np.ndarray | None = None  # (N, K) bool, multi-label: a given tag that looks wrong
 
 
-def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, rank_by: str = "self_confidence",
-                      filter_by: str | None = None) -> LabelIssues:
-    """`filter_by` None: the task's default (options.task_defaults)."""
-    filter_by = task_defaults(labels.ndim == 2, None, filter_by)[1]
+def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str,
+                      rank_by: str = DEFAULT_RANK_BY) -> LabelIssues:
+    """`filter_by` as resolved by RunOptions.resolve (its default depends on the task: options.task_defaults)."""
     assert rank_by in RANK_BY and filter_by in FILTER_BY, (rank_by, filter_by)
     if labels.ndim == 2:
         return _multi_label(labels, pred_probs, rank_by, filter_by)

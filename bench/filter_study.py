@@ -43,6 +43,7 @@ def main() -> None:
     from audit import evaluate, heads
     from audit.folds import stratified_folds
     from audit.label_issues import find_label_issues
+    from audit.options import NOISE_KINDS
     from audit.options import RunOptions
     from audit.pipeline import embed_dataset
 
@@ -56,7 +57,7 @@ def main() -> None:
         clean = heads.out_of_fold_probs(x, data.labels, stratified_folds(data.labels, 5, 0), k, l2=l2,
                                         pca_dim=args.pca_dim)
         confusion = np.stack([clean[data.labels == c].mean(0) for c in range(k)])
-        for kind in ("uniform", "confusable"):
+        for kind in NOISE_KINDS:
             scores = {f: [] for f in args.filters}
             for r in range(args.repeats):
                 rng = np.random.default_rng([0, r, 50000])

@@ -27,21 +27,24 @@ def main() -> None:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("lightning"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    from dataclasses import replace
+
     from audit import evaluate, heads
     from audit.folds import stratified_folds
     from audit.options import RunOptions
     from audit.pipeline import embed_dataset
 
-    data = embed_dataset(RunOptions(data=args.data, encoder=args.encoder, out="/tmp/audit-tune",
-                                    cache_dir=args.cache_dir, accelerator="cpu", progress=False).resolve())
+    opts = RunOptions(data=args.data, encoder=args.encoder, out="/tmp/audit-tune", cache_dir=args.cache_dir,
+                      accelerator="cpu", progress=False).resolve()
+    data = embed_dataset(opts)
     n_classes = len(data.classes)
     print("| l2 | filter_by | CV acc (clean) | F1 @5% | AP @5% | F1 @10% | AP @10% |\n|---|---|---|---|---|---|---|")
     for l2 in args.l2:
         folds = stratified_folds(data.labels, 5, 0)
         acc = (heads.out_of_fold_probs(data.emb, data.labels, folds, n_classes, l2=l2).argmax(1) == data.labels).mean()
         for filter_by in args.filter_by:
-            recs = evaluate.evaluate(data.emb, data.labels, n_classes, noises=[0.05, 0.1], kind="uniform",
-                                     repeats=args.repeats, seed=0, baseline=None, l2=l2, filter_by=filter_by)
+            recs = evaluate.evaluate(data.emb, data.labels, n_classes, replace(opts, l2=l2, filter_by=filter_by),
+                                     noises=[0.05, 0.1], kind="uniform", repeats=args.repeats, baseline=None)
             cells = [f"{r['f1']['mean']:.3f} | {r['ap']['mean']:.3f}" for r in recs]
             print(f"| {l2:g} | {filter_by} | {acc:.4f} | {' | '.join(cells)} |", flush=True)
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from audit.batching import ClipDataset, Decoded, bucket_batches, collate, probe_all
@@ -43,3 +44,25 @@ def test_dataset_turns_bad_files_into_reasons(tmp_path, fsdd_dir):
     assert ds[1].wav is None and "unreadable" in ds[1].reason and not ds[1].transient
     durations, failed = probe_all([str(fsdd_dir / "0_george_0.wav"), str(bad)])
     assert durations[0] > 0 and np.isnan(durations[1]) and list(failed) == [1]
+
+
+def test_a_bug_while_decoding_propagates_and_only_io_errors_are_retried(monkeypatch, fsdd_dir):
+    """A programming error (here in a health check) is not "retried on the next run"; an OSError is."""
+    from audit import audio, health
+
+    ds = ClipDataset([str(fsdd_dir / "0_george_0.wav")])
+
+    def broken(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(health, "clip_health", broken)
+    with pytest.raises(ZeroDivisionError):
+        ds[0]
+
+    def stale(path):
+        raise OSError(116, "Stale file handle")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(audio, "file_sha1", stale)
+    got = ds[0]
+    assert got.wav is None and got.transient and "retried on the next run" in got.reason

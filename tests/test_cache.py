@@ -5,11 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from audit import audio, cache
 from audit.cache import ShardStore, cache_folder, clip_keys
 from audit.embed import embed, store_for
-from audit.encoder import encoder_identity
+from audit.encoders import folder_identity as encoder_identity
 from audit.options import RunOptions
 
 NAMES = [f"{d}_theo_{n}.wav" for d in range(3) for n in range(2)]
@@ -66,12 +67,45 @@ def test_a_transient_read_error_is_retried_on_the_next_run(tmp_path, fsdd_dir, x
     assert np.isfinite(second.emb).all()
 
 
-def test_a_deterministic_failure_is_cached_with_its_reason(tmp_path, fsdd_dir, xvector_dir):
+def test_a_decoding_failure_is_cached_and_a_header_failure_is_probed_again(tmp_path, fsdd_dir, xvector_dir):
+    """As README and cache.py say: a clip that fails while decoding for good (NaN samples) is cached with
+    its reason; one the header read rules out (not audio) never reaches the cache and is read again each run."""
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio, whatever the extension says\n" * 20)
-    files = [str(fsdd_dir / n) for n in NAMES] + [str(bad)]
-    first = embed(files, opts(str(xvector_dir), tmp_path / "c"))
-    assert "unreadable" in first.failed[len(NAMES)]
+    nan = tmp_path / "nan.wav"
+    wav = np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32)
+    wav[100] = np.nan  # a valid header: only decoding finds it
+    sf.write(nan, wav, 8000, subtype="FLOAT")
+    files = [str(fsdd_dir / n) for n in NAMES] + [str(bad), str(nan)]
+    o = opts(str(xvector_dir), tmp_path / "c")
+    first = embed(files, o)
+    assert "unreadable" in first.failed[len(NAMES)] and "non-finite" in first.failed[len(NAMES) + 1]
+    bad_key, nan_key = clip_keys(files[-2:])
+    assert store_for(o)[0].load().failed == {nan_key: first.failed[len(NAMES) + 1]}
+    again = embed(files, o)
+    assert again.n_computed == 0 and again.failed == first.failed  # nothing decoded again; bad.wav probed again
+
+
+@pytest.mark.parametrize("step", ["savez", "replace"])
+def test_a_shard_write_failing_midway_keeps_the_old_shards_and_leaves_no_partial_file(tmp_path, monkeypatch, step):
+    store = ShardStore(tmp_path)
+    old = store.write(["a" * 40], np.ones((1, 4), np.float32), [("c" * 40, "too short")], tag="t")
+
+    def half_written(f, **arrays):
+        f.write(b"PK\x03\x04 the first bytes of a zip")  # on disk, then the disk fills up (or a kill)
+        raise OSError(28, "No space left on device")
+
+    def no_rename(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(*((np, "savez", half_written) if step == "savez" else (cache.os, "replace", no_rename)))
+    with pytest.raises(OSError):
+        store.write(["b" * 40], np.zeros((1, 4), np.float32), [], tag="t")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [old.name]  # no temp file, no half shard
+    got = store.load()
+    assert list(got.emb) == ["a" * 40] and got.failed == {"c" * 40: "too short"}
+    np.testing.assert_array_equal(got.emb["a" * 40], np.ones(4))
 
 
 def test_shards_carry_each_clips_sha1(tmp_path, fsdd_dir, xvector_dir):

@@ -1,6 +1,10 @@
+import logging
+
 import numpy as np
 
 from audit import datalab
+from audit.outputs import read_csv
+from synthetic_set import clusters, write_set
 
 
 def test_blockwise_knn_graph_matches_brute_force(monkeypatch):
@@ -135,3 +139,33 @@ def test_a_gpu_stays_exact_above_the_threshold(monkeypatch):
     monkeypatch.setattr(datalab, "EXACT_KNN_MAX", 10)
     datalab.knn_graph(clustered(100), k=5, device="cuda")
     assert calls == ["cuda"]
+
+
+def test_a_planted_outlier_and_a_rare_class_are_what_the_run_reports(tmp_path):
+    """outliers.csv, class_imbalance.csv and Datalab's counts by their content, through a whole run (from
+    embeddings: no audio); and cleanlab's logger is at the caller's level again afterwards."""
+    import audit
+
+    counts = [80, 80, 80, 5]  # the last class: 2% of the clips, under Datalab's 0.1 / K = 2.5%
+    emb, labels = clusters(counts, dim=16)
+    emb[200] = 6.0 * np.eye(16)[12]  # row 200 (labelled 2) points where no class does: cosine-far from all
+    manifest, npy = write_set(tmp_path / "set", emb, labels)
+    logger = logging.getLogger("cleanlab")
+    before = logger.level
+    logger.setLevel(logging.INFO)  # e.g. a notebook that wants cleanlab's notes
+    try:
+        result = audit.run(manifest, embeddings=npy, out=str(tmp_path / "out"), devices=1, progress=False)
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(before)
+    out = tmp_path / "out"
+    outliers = read_csv(out / "outliers.csv")
+    assert outliers["path"].iloc[0] == "c200.wav" and len(outliers) > 1, outliers  # the most unusual clip first
+    imbalance = read_csv(out / "class_imbalance.csv")
+    assert imbalance["label"].tolist() == ["0", "1", "2", "3"] and imbalance["n_clips"].tolist() == counts
+    np.testing.assert_allclose(imbalance["share"], np.array(counts) / sum(counts), rtol=1e-5)
+    issues = result.issues
+    assert imbalance["n_label_issues"].tolist() == [int((issues["given_label"] == c).sum()) for c in "0123"]
+    found = read_csv(out / "data_issues.csv").set_index("issue_type")["num_issues"]
+    assert found["class_imbalance"] == 5 and result.summary["data_issues"]["n_class_imbalance"] == 5
+    assert result.summary["data_issues"]["n_outliers"] == len(read_csv(out / "outliers.csv"))

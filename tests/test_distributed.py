@@ -90,3 +90,19 @@ def test_slurm_job_with_two_tasks_matches_one_process(slurm, one_process, subset
     assert json.loads((out / "summary.json").read_text())["n_embedded_now"] == 0
     assert log.count("CV accuracy") == 1, log  # one summary: rank 1 stopped after the (empty) embedding stage
     assert_same_issues(one_process, out)
+
+
+def test_slurm_encoder_after_the_script_name_replaces_the_scripts_own(slurm, subset_dir, ecapa, xvector_dir, cache_dir,
+                                                                      tmp_path):
+    """`sbatch slurm/audit.sh --encoder X` runs X alone: not the script's encoder and X concatenated."""
+    out = tmp_path / "one-encoder"
+    env = {"AUDIT_DATA": str(subset_dir), "AUDIT_OUT": str(out), "AUDIT_ENCODER": str(xvector_dir),
+           "AUDIT_ACCELERATOR": "cpu", "AUDIT_PYTHON": sys.executable}
+    job = slurm.sbatch("--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=1",
+                       f"--output={tmp_path}/job-%j.out", f"--chdir={ROOT}", os.path.join(ROOT, "slurm", "audit.sh"),
+                       "--encoder", ecapa, "--cache-dir", str(cache_dir), env=env)  # the session's ECAPA cache
+    state = slurm.wait(job)
+    log = "\n".join(p.read_text() for p in tmp_path.glob("job-*.out"))
+    assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", log
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder"] == ecapa and summary["embedding_dim"] == 6144, (summary["encoder"], log)  # ECAPA's frames

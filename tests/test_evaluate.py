@@ -3,8 +3,21 @@ import json
 import numpy as np
 import pytest
 
+from audit import evaluate
 from audit.cli import main
 from audit.evaluate import flip_labels, score
+from synthetic_set import clusters, write_set
+
+
+def spy(monkeypatch, name: str, calls: list):
+    """evaluate.<name> as before; each call's (positional arguments, result) appended to `calls`."""
+    real = getattr(evaluate, name)
+
+    def recorded(*args, **kwargs):
+        calls.append((args, real(*args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(evaluate, name, recorded)
 
 
 def test_flips_hit_the_requested_fraction_and_never_keep_the_label():
@@ -28,7 +41,11 @@ def test_score_on_a_perfect_and_a_useless_ranking():
     assert wrong["precision"] == 0 and wrong["recall"] == 0 and wrong["f1"] == 0 and wrong["auroc"] == 0
 
 
-def test_evaluate_command_reports_audit_next_to_the_reference(subset_dir, ecapa, cache_dir, tmp_path, capsys):
+def test_evaluate_command_reports_audit_next_to_the_reference(subset_dir, ecapa, cache_dir, tmp_path, capsys,
+                                                              monkeypatch):
+    audit_inputs, reference_inputs = [], []
+    spy(monkeypatch, "audit_method", audit_inputs)
+    spy(monkeypatch, "reference_method", reference_inputs)
     out = tmp_path / "eval"
     argv = ["evaluate", "--data", str(subset_dir), "--encoder", ecapa, "--cache-dir", str(cache_dir),
             "--out", str(out), "--noise", "0.1", "--repeats", "2", "--baseline", "reference", "--no-progress"]
@@ -43,3 +60,28 @@ def test_evaluate_command_reports_audit_next_to_the_reference(subset_dir, ecapa,
             assert 0 <= rec[metric]["mean"] <= 1 and len(rec[metric]["runs"]) == 2
     # the subset already holds 6 wrong labels that count as "clean" here, so the bar is modest
     assert methods["audit"]["auroc"]["mean"] > 0.8
+    # audit on ECAPA's frame statistics; the reference, as published, on ECAPA's final (192-d) embedding
+    assert {a[0].shape for a, _ in audit_inputs} == {(200, 6144)}
+    assert {a[0].shape for a, _ in reference_inputs} == {(200, 192)} and report["reference_embedding_dim"] == 192
+
+
+def test_confusable_noise_flips_toward_the_class_the_model_confuses(tmp_path, monkeypatch):
+    """`--noise-kind confusable` end to end (from embeddings: no audio): classes 0 and 1 overlap, so their
+    flips go to each other, where uniform noise would send 3 in 4 elsewhere."""
+    emb, labels = clusters([40] * 5, dim=8)
+    emb[labels == 1] -= 5.0 * (np.eye(8)[1] - np.eye(8)[0])  # class 1 moved next to class 0
+    manifest, npy = write_set(tmp_path / "set", emb, labels)
+    flips = []
+    spy(monkeypatch, "flip_labels", flips)
+    argv = ["evaluate", "--data", manifest, "--embeddings", npy, "--out", str(tmp_path / "eval"), "--noise", "0.3",
+            "--repeats", "1", "--noise-kind", "confusable", "--devices", "1", "--no-progress"]
+    assert main(argv) == 0
+    assert len(flips) == 1  # one per repeat
+    moved = to_partner = 0
+    for (given, _, _, kind, _, confusion), (noisy, flipped) in flips:
+        assert kind == "confusable" and confusion.shape == (5, 5)
+        pair = flipped & (given <= 1)  # flipped clips of the two overlapping classes
+        moved, to_partner = moved + pair.sum(), to_partner + (noisy[pair] == 1 - given[pair]).sum()
+    assert moved >= 10 and to_partner / moved > 0.8, (to_partner, moved)
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["noise_kind"] == "confusable" and report["results"][0]["noise_kind"] == "confusable"

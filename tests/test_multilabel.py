@@ -12,6 +12,7 @@ from audit.evaluate import corrupt_tags
 from audit.heads import out_of_fold_probs
 from audit.label_issues import find_label_issues
 from audit.folds import fold_ids
+from audit.options import MULTILABEL_FILTER_BY
 
 
 def test_cells_become_sorted_tag_sets_and_a_separator_without_the_flag_is_one_line():
@@ -56,7 +57,7 @@ def test_corrupted_tags_rank_first_and_name_the_missing_or_extra_tag():
     noisy, corrupted = corrupt_tags(target, 0.05, np.random.default_rng(0))
     assert corrupted.sum() == 30
     p = out_of_fold_probs(x, noisy, fold_ids(noisy, 5, seed=0), 6)
-    issues = find_label_issues(noisy, p)
+    issues = find_label_issues(noisy, p, filter_by=MULTILABEL_FILTER_BY)
     assert corrupted[issues.order[:30]].mean() > 0.8
     # where a tag was dropped and the clip is flagged, the dropped tag is named missing
     dropped = [(i, np.flatnonzero((target[i] == 1) & (noisy[i] == 0))) for i in np.flatnonzero(corrupted)]
@@ -74,7 +75,8 @@ def test_a_multi_label_run_writes_tag_columns_and_relabels_tag_sets(tmp_path, fs
                               for d in digits])
         sf.write(tmp_path / f"{i}.wav", wav, 8000)
         rows.append((f"{i}.wav", ";".join(map(str, digits))))
-    rows[0] = (rows[0][0], rows[0][1].split(";")[0])  # one tag dropped on purpose
+    kept, dropped = rows[0][1].split(";")
+    rows[0] = (rows[0][0], kept)  # one tag dropped on purpose: the run must name it missing
     # a 25 s recording (three 10 s windows): its steps span the windows, coarsened to MAX_STEPS
     parts = [sf.read(fsdd_dir / f"{d}_theo_{j}.wav", dtype="float32")[0] for j in range(25) for d in (0, 1)]
     sf.write(tmp_path / "long.wav", np.concatenate(parts + [np.zeros(8000 * 25, np.float32)])[: 8000 * 25], 8000)
@@ -99,3 +101,6 @@ def test_a_multi_label_run_writes_tag_columns_and_relabels_tag_sets(tmp_path, fs
     flagged = result.issues
     for row in flagged.itertuples():
         assert r.loc[row.row, "label"] == row.suggested_tags
+    planted = scores.set_index("path").loc["0.wav"]
+    assert planted["is_label_issue"] == "True" and planted["missing_tags"] == dropped, planted
+    assert planted["suggested_tags"] == ";".join(sorted([kept, dropped]))

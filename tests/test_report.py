@@ -274,3 +274,18 @@ def test_report_command_rebuilds_the_page(report_run, tmp_path):
     cards = html.split('<section id="issues">')[1].split("</section>")[0]  # audio health has players too
     assert cards.count('<div class="issue" ') == cards.count("<audio") == 3
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_a_health_row_whose_audio_is_gone_says_why_and_a_bug_is_not_swallowed(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from audit import report
+
+    table = pd.DataFrame({"path": ["gone.wav"], "type": ["clipped"], "value": [0.2], "threshold": [0.01], "row": [0]})
+    with caplog.at_level(logging.WARNING, logger="audit.report"):
+        rows = report._health(table, [str(tmp_path / "gone.wav")], [])["rows"]
+    assert rows[0]["audio"] is None and "unreadable audio" in rows[0]["media_error"]
+    assert "gone.wav" in caplog.text  # logged, not passed over
+    monkeypatch.setattr(report, "_media", lambda file: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report._health(table, [str(tmp_path / "gone.wav")], [])

@@ -167,3 +167,33 @@ def test_outputs_are_written_atomically_and_caches_hold_no_pickles(tmp_path, sub
     for shard in store_for(RunOptions(encoder=ecapa, cache_dir=str(cache_dir)))[0].folder.glob("shard-*.npz"):
         with np.load(shard, allow_pickle=False) as z:
             assert all(z[k].dtype != object for k in z.files)
+
+
+def test_an_output_write_failing_midway_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, monkeypatch):
+    """A kill or a full disk in the middle of rewriting scores.csv or pred_probs.npy: the old file is whole."""
+    import pytest
+
+    from audit import outputs
+
+    old = pd.DataFrame({"rank": [1, 2], "path": ["a.wav", "b.wav"], "label_quality": [0.25, 0.5]})
+    outputs.write_csv(old, tmp_path / "scores.csv")
+    outputs._atomic(tmp_path / "pred_probs.npy", lambda f: np.save(f, np.eye(2), allow_pickle=False))
+
+    def half(self, f, *args, **kwargs):
+        f.write("rank,path,label_quality\n1,c.w")  # part of the new table, then the failure
+        raise OSError(28, "No space left on device")
+
+    def half_npy(f, *args, **kwargs):
+        f.write(b"\x93NUMPY")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half)
+    monkeypatch.setattr(np, "save", half_npy)
+    with pytest.raises(OSError):
+        outputs.write_csv(old.assign(path=["c.wav", "d.wav"]), tmp_path / "scores.csv")
+    with pytest.raises(OSError):
+        outputs._atomic(tmp_path / "pred_probs.npy", lambda f: np.save(f, np.zeros((3, 3))))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred_probs.npy", "scores.csv"]  # no temp file left
+    pd.testing.assert_frame_equal(outputs.read_csv(tmp_path / "scores.csv"), old)
+    np.testing.assert_array_equal(np.load(tmp_path / "pred_probs.npy", allow_pickle=False), np.eye(2))

@@ -12,7 +12,10 @@ def test_short_clips_are_one_window_and_long_ones_are_cut():
     assert w.row.tolist() == [0, 2, 2, 2, 3, 4, 4]  # 25.5 s: 10 + 10 + 5.5; 20.4 s: its 0.4 s tail is dropped
     assert np.isnan(w.seconds[0]) and np.isnan(w.seconds[4])  # one-window clips read to their end, as before
     assert w.start[1:4].tolist() == [0.0, 10.0, 20.0] and w.seconds[3] == pytest.approx(5.5)
-    assert 0.4 < MIN_LAST_SECONDS
+    # the rule, either side of its threshold: a tail just over MIN_LAST_SECONDS is a window, just under is not
+    over, under = (cut(np.array([20.0 + MIN_LAST_SECONDS + d]), window=10.0, hop=10.0) for d in (0.01, -0.01))
+    assert over.row.tolist() == [0, 0, 0] and over.seconds[2] == pytest.approx(MIN_LAST_SECONDS + 0.01)
+    assert under.row.tolist() == [0, 0] and under.length.sum() == pytest.approx(20.0)
     overlap = cut(np.array([20.0]), window=10.0, hop=5.0)
     assert overlap.start.tolist() == [0.0, 5.0, 10.0]  # the window at 10 s reaches the end: no re-read tail
 
