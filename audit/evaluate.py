@@ -27,7 +27,9 @@ from audit.errors import UserError
 from audit.label_issues import find_label_issues
 from audit.options import AUTO, NOISE_KINDS, RunOptions
 
-METRICS = ("precision", "recall", "f1", "ap", "auroc", "precision_at_k")
+# best_cut_f1: the F1 of the best top-k of audit's own ranking, beside the flagged set's F1: the gap is
+# how far the flagged set's size is off; n_flagged against n_flips says which way (issue: cut the ranking)
+METRICS = ("precision", "recall", "f1", "best_cut_f1", "ap", "auroc", "precision_at_k", "n_flagged", "n_flips")
 REFERENCE_FEATURES = "embedding"  # the recipe as published used the speaker encoder's final embedding
 
 
@@ -72,8 +74,12 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
     recall = tp / max(1, int(flipped.sum()))
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     k = int(flipped.sum())
-    top_k = np.lexsort((np.arange(len(quality)), quality))[:k]
-    return {"precision": precision, "recall": recall, "f1": f1,
+    order = np.lexsort((np.arange(len(quality)), quality))  # most likely error first
+    top_k = order[:k]
+    hits = np.cumsum(flipped[order])  # (N,) true flips among the top 1..N
+    best_cut = float((2 * hits / (np.arange(1, len(order) + 1) + k)).max()) if k else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "best_cut_f1": best_cut,
+            "n_flagged": float(flagged.sum()), "n_flips": float(k),
             "ap": float(average_precision_score(flipped, -quality)),
             "auroc": float(roc_auc_score(flipped, -quality)),
             "precision_at_k": float(flipped[top_k].mean()) if k else 0.0}

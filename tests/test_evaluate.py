@@ -85,3 +85,15 @@ def test_confusable_noise_flips_toward_the_class_the_model_confuses(tmp_path, mo
     assert moved >= 10 and to_partner / moved > 0.8, (to_partner, moved)
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["noise_kind"] == "confusable" and report["results"][0]["noise_kind"] == "confusable"
+
+
+def test_score_gives_the_best_cut_of_the_ranking_beside_the_flagged_set():
+    from audit.evaluate import score
+
+    flipped = np.array([1, 1, 0, 0, 1, 0, 0, 0], bool)
+    quality = np.array([0.1, 0.2, 0.3, 0.9, 0.25, 0.8, 0.7, 0.6])  # the three flips rank first
+    flagged = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)  # too many: 5 flagged for 3 flips
+    s = score(flipped, flagged, quality)
+    assert s["best_cut_f1"] == 1.0 and s["f1"] == pytest.approx(0.75) and (s["n_flagged"], s["n_flips"]) == (5, 3)
+    worse = score(flipped, flagged, -quality)  # flips last: the best cut is all clips
+    assert worse["best_cut_f1"] == pytest.approx(2 * 3 / (8 + 3))
