@@ -16,6 +16,7 @@ not on the compute node. The run itself then needs no network: `HF_HUB_OFFLINE=1
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from audit.options import AUTO, RunOptions
@@ -36,7 +37,7 @@ def fetch(opts: RunOptions, say=print) -> list[str]:
     if not opts.embeddings:
         for spec in needed_encoders(opts):
             encoder = encoders.resolve(spec)  # downloads once (hub snapshot or release file)
-            trial = opts if opts.encoder != AUTO else RunOptions(encoder=spec)
+            trial = opts if opts.encoder != AUTO else replace(opts, encoder=spec, candidates=None)  # as choose.py
             encoders.settings(encoder, trial)  # an option this family refuses is a line now, not on the cluster
             with tempfile.TemporaryDirectory() as savedir:
                 encoders.load(encoder, trial, Path(savedir))  # the weights load and pass the padding check
