@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from audit import encoders
+from audit.audio import SAMPLE_RATE
 from audit.batching import Batch, ClipDataset, FixedBatches, collate, probe_all
 from audit.cache import CacheContents, ShardStore, cache_folder, clip_keys
 from audit.devices import check_launch
@@ -109,7 +110,7 @@ class PlannedBatches(L.LightningDataModule):
     """Rank 0 makes the plan once the ranks are connected; unit i (windows.py) goes to rank i % W."""
 
     def __init__(self, files: list[str], store: ShardStore, opts: RunOptions, plan: Plan | None = None,
-                 offsets=None, durations=None, steps: bool = False, rate: int = 16_000):
+                 offsets=None, durations=None, steps: bool = False, rate: int = SAMPLE_RATE):
         super().__init__()
         self.files, self.store, self.opts, self.steps = files, store, opts, steps
         self.rate = rate  # Hz: the encoder's; clips are decoded to it

@@ -233,19 +233,19 @@ def dataset_notes(healths: list[ClipHealth]) -> list[dict]:
     return notes
 
 
-def issue_table(healths: Mapping[int, ClipHealth]):
+def issue_table(healths: Mapping[int, ClipHealth], notes: list[dict] | None = None):
     """The rows of audio_issues.csv: a DataFrame `row, type, value, threshold`, by row then type.
 
     `healths` maps manifest row -> ClipHealth for every clip that was decoded (skipped clips have
     none, and take no part in the dataset rules). A problem that `dataset_notes` reports is left out,
     except narrowband: its rows are the clips far below the rest's band (band_references), which the
-    note does not name.
+    note does not name. `notes`: dataset_notes of the same clips, when the caller already has them.
     """
     import pandas as pd  # here, not at the top: the decoding workers import this module
 
     rows = sorted(healths)
     clips = [healths[r] for r in rows]
-    shared = {note["type"] for note in dataset_notes(clips)} - {"narrowband"}
+    shared = {note["type"] for note in (dataset_notes(clips) if notes is None else notes)} - {"narrowband"}
     found = dataset_issues(clips)  # (N,) lists
     records = [(r, *issue) for r, h, ref, extra in zip(rows, clips, band_references(clips), found)
                for issue in clip_issues(h, band_reference=ref) + extra if issue[0] not in shared]

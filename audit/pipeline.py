@@ -188,8 +188,8 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     seconds["data_issues"] = time.perf_counter() - t
     t = time.perf_counter()
     healths = {i: h for i, h in enumerate(data.health) if h is not None}
-    audio_issues = health.issue_table(healths)
-    audio_notes = health.dataset_notes(list(healths.values()))
+    audio_notes = health.dataset_notes([healths[r] for r in sorted(healths)])
+    audio_issues = health.issue_table(healths, audio_notes)  # the notes' types are left out of its rows
     map_2d = pca_2d(data.emb)  # (N, 2)
     seconds["map_2d"] = time.perf_counter() - t
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
