@@ -165,8 +165,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--rank-by", choices=o.RANK_BY,
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
     h.add_argument("--filter-by", choices=o.FILTER_BY,
-                   help=f"cleanlab's rule for which clips are issues (default: {o.DEFAULT_FILTER_BY}, "
-                        f"{o.MULTILABEL_FILTER_BY} with --multi-label)")
+                   help=f"which clips are flagged: '{o.ESTIMATE}' flags the top of the ranking, as many clips as "
+                        "the estimated number of wrong labels (printed with its range); any other value is "
+                        f"cleanlab's find_label_issues rule of that name (default: {o.DEFAULT_FILTER_BY})")
+    h.add_argument("--calibration", choices=o.CALIBRATIONS,
+                   help="calibration of the out-of-fold probabilities, fitted per fold on inner folds of that "
+                        "fold's training clips: one temperature, a scale and bias per class (vector), or none "
+                        "(default: %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--top", type=int_at_least(0), default=10, help="issues to print at the end (default: %(default)s)")
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (e.g. in batch logs)")

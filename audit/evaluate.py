@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit import heads
 from audit.errors import UserError
 from audit.label_issues import find_label_issues
 from audit.options import AUTO, NOISE_KINDS, RunOptions
@@ -85,18 +84,16 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
             "precision_at_k": float(flipped[top_k].mean()) if k else 0.0}
 
 
-def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, accelerator, steps=None):
+def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, calibration, accelerator,
+                 steps=None):
+    """As a run (pipeline.run_audit): the same heads, calibration and rule, on the noisy labels."""
     from audit.folds import fold_ids as make_folds
+    from audit.pipeline import out_of_fold
 
     fold_ids = make_folds(noisy, folds, seed)
-    probs = heads.out_of_fold_probs(emb, noisy, fold_ids, n_classes, l2=l2, pca_dim=pca_dim, seed=seed,
-                                    accelerator=accelerator)
-    if steps is not None and noisy.ndim == 2:  # tag sets: as the run does (pipeline.run_audit)
-        from audit import instance_heads
-
-        probs = instance_heads.with_step_heads(probs, steps, noisy, fold_ids, pca_dim=pca_dim, seed=seed,
-                                               accelerator=accelerator)
-    issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by)
+    probs = out_of_fold(emb, noisy, fold_ids, n_classes, steps if noisy.ndim == 2 else None, l2=l2, pca_dim=pca_dim,
+                        calibration=calibration, seed=seed, accelerator=accelerator)
+    issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by, seed=seed)
     return issues.flagged, issues.quality, probs
 
 
@@ -144,7 +141,7 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
     """One record per (noise, method): metric -> {mean, std, runs}.
 
     `run`: resolved options (RunOptions.resolve): the heads and the ranking use its folds, seed, l2, pca_dim,
-    rank_by, filter_by and accelerator. `steps` (steps.Steps, tag sets): the step heads join the
+    rank_by, filter_by, calibration and accelerator. `steps` (steps.Steps, tag sets): the step heads join the
     clip-statistics heads, as in a run. `reference_emb` (N, E): what the reference baseline is fitted on
     (`reference_options`' embeddings); None: `emb`.
     """
@@ -152,7 +149,7 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
     assert kind in NOISE_KINDS or labels.ndim == 2, kind
     seed = run.seed
     opts = dict(folds=run.folds, seed=seed, l2=run.l2, pca_dim=run.pca_dim, rank_by=run.rank_by,
-                filter_by=run.filter_by, accelerator=run.accelerator)
+                filter_by=run.filter_by, calibration=run.calibration, accelerator=run.accelerator)
     inputs = {"audit": emb, "reference": emb if reference_emb is None else reference_emb}  # (N, D), (N, E)
     assert len(inputs["reference"]) == len(emb), (len(inputs["reference"]), len(emb))
     confusion = None

@@ -49,6 +49,7 @@ BATCH_ROWS = 4096
 MINIBATCH_EPOCHS = 3
 MINIBATCH_MIN_STEPS = 600  # small sets get more epochs: Adam needs a few hundred steps to settle
 ADAM_LR = 0.02  # on standardized features; decayed linearly to 0 over the run
+HELD_OUT_ROWS = 20_000  # per outer fold: the inner held-out rows calibration is fitted on, at most
 CHUNK_ROWS = 65_536  # rows at once wherever every clip is read outside training (moments, probabilities)
 LBFGS_ITERATIONS = 200  # the problem is convex and small: L-BFGS converges well within this
 # Stop when no gradient entry exceeds 1e-6 (sklearn's lbfgs stops at 1e-4): float64 keeps the optimum
@@ -160,11 +161,12 @@ def clip_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int, *,
                       l2: float | str = DEFAULT_L2, pca_dim: int | None = None, accelerator: str = "cpu",
-                      seed: int = 0) -> np.ndarray:
+                      seed: int = 0, held_out: bool = False):
     """Out-of-fold probabilities (N, K), float64: softmax rows summing to 1 for class ids `labels` (N,),
     one sigmoid per tag for multi-hot `labels` (N, K).
 
     `l2` a number, or "auto": chosen per outer fold by inner cross-validation (see the module doc).
+    `held_out`: return (probabilities, inner_held_out_probs(...)), what calibration.py is fitted on.
     """
     L.seed_everything(seed, verbose=False)
     fold_x, mean, std = fold_inputs(x, folds, pca_dim, seed)
@@ -175,7 +177,44 @@ def out_of_fold_probs(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_cl
         torch.full((n_folds, 1), float(l2), dtype=torch.float64)  # (F, 1)
     heads = fit_heads(fold_x, labels, outer[:, None, :], mean, std, n_classes, chosen, accelerator, seed)
     p = heads.own_fold_probs(folds)  # (N, K): each row from its own fold
-    return p if labels.ndim == 2 else p / p.sum(1, keepdims=True)
+    p = p if labels.ndim == 2 else p / p.sum(1, keepdims=True)
+    if not held_out:
+        return p
+    inner = inner_held_out_probs(fold_x, labels, folds, mean, std, n_classes, chosen, seed, accelerator, strata)
+    return p, inner
+
+
+def inner_held_out_probs(fold_x, labels, folds, mean, std, n_classes: int, l2: torch.Tensor, seed: int,
+                         accelerator: str, strata: np.ndarray | None = None,
+                         max_rows: int = HELD_OUT_ROWS) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per outer fold f, (rows (R,), probabilities (R, K)) of up to `max_rows` of its training rows, each
+    from an inner head trained on f's training rows outside that row's inner fold, with f's `l2` (F, 1).
+
+    What calibration is fitted on: out-of-fold probabilities of f's training rows that never saw fold f's
+    clips (inner folds as `--l2 auto`'s). None where classes are too small for inner folds.
+    """
+    inner = torch.as_tensor(inner_folds(labels if strata is None else strata, folds, seed))  # (F, N)
+    n_folds, n_inner = len(mean), int(inner.max()) + 1
+    if n_inner < MIN_FOLDS or (inner < 0).all(1).any():
+        return None
+    ids = torch.arange(n_inner)
+    train = (inner[:, None, :] >= 0) & (inner[:, None, :] != ids[None, :, None])  # (F, I, N)
+    heads = fit_heads(fold_x, labels, train, mean, std, n_classes, torch.as_tensor(l2).expand(n_folds, n_inner),
+                      accelerator, seed)
+    rng = np.random.default_rng([seed, n_inner])
+    out = []
+    for f in range(n_folds):
+        rows = np.flatnonzero(inner[f].numpy() >= 0)
+        if len(rows) > max_rows:  # calibration has a handful of parameters: a sample of rows pins them down
+            rows = np.sort(rng.choice(rows, max_rows, replace=False))
+        parts = []
+        for chunk in row_chunks(len(rows)):
+            r = torch.as_tensor(rows[chunk.numpy()], device=heads.x.device)
+            p = heads.probs(r)[f]  # (I, R, K)
+            parts.append(p[inner[f, r.cpu()].to(p.device), torch.arange(len(r), device=p.device)].double().cpu().numpy())
+        p = np.concatenate(parts)  # (R, K)
+        out.append((rows, p if labels.ndim == 2 else p / p.sum(1, keepdims=True)))
+    return out
 
 
 def fit_heads(x, labels, train, mean, std, n_classes: int, l2, accelerator: str, seed: int = 0) -> FoldHeads:

@@ -1,9 +1,14 @@
 """Out-of-fold probabilities -> label issues, with cleanlab.
 
 Notation: N clips, K classes. `labels` (N,) are given class ids, `pred_probs` (N, K) the
-out-of-fold probabilities. cleanlab decides which clips are label issues (`filter_by`) and scores
-every clip's label quality (`rank_by`: lower = more likely wrong); the suggested label is the
-arg-max of the probabilities. Results stay in row order; `order` says how to show them.
+out-of-fold probabilities. cleanlab scores every clip's label quality (`rank_by`: lower = more likely
+wrong). Which clips are flagged (`filter_by`):
+  estimate  (the default) the top of that ranking, as many clips as issue_count.py estimates are
+            mislabelled: the ranking and the flags never disagree, and the flagged set's size is the
+            estimate a user quotes, with its range (`count`);
+  any other value: cleanlab's find_label_issues rule of that name.
+The suggested label is the arg-max of the probabilities. Results stay in row order; `order` says how
+to show them.
 
 Multi-label (`labels` (N, K) multi-hot, `pred_probs` (N, K) one sigmoid per tag): cleanlab's
 multilabel_classification module flags and scores the clips, and its per-class issues say which tag
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.options import DEFAULT_RANK_BY, FILTER_BY, RANK_BY
+from audit.options import DEFAULT_RANK_BY, ESTIMATE, FILTER_BY, RANK_BY, TAG_ISSUES_FILTER_BY
 
 PARALLEL_FROM = 200_000  # clips: cleanlab's worker pool costs ~1.5 s to start, worth it only on large data
 
@@ -29,19 +34,32 @@ class LabelIssues:
     order: np.ndarray  # (N,) rows, most likely error first: flagged in cleanlab's ranking, then by quality
     missing: np.ndarray | None = None  # (N, K) bool, multi-label: a tag that looks missing
     extra: np.ndarray | None = None  # (N, K) bool, multi-label: a given tag that looks wrong
+    count: object = None  # issue_count.IssueCount with filter_by "estimate": the estimate, its range, per clip
+
+
+def cut(quality: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, seed: int = 0):
+    """(order (N,), flagged (N,) bool, IssueCount): the top of the quality ranking at the estimated count."""
+    from audit import issue_count
+
+    count = issue_count.estimate(labels, pred_probs, quality, seed=seed)
+    order = np.lexsort((np.arange(len(quality)), quality)).astype(np.int64)  # most likely error first
+    return order, _mask(order[:count.n], len(quality)), count
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str,
-                      rank_by: str = DEFAULT_RANK_BY) -> LabelIssues:
+                      rank_by: str = DEFAULT_RANK_BY, seed: int = 0) -> LabelIssues:
     """`filter_by` as resolved by RunOptions.resolve (its default depends on the task: options.task_defaults)."""
     assert rank_by in RANK_BY and filter_by in FILTER_BY, (rank_by, filter_by)
     if labels.ndim == 2:
-        return _multi_label(labels, pred_probs, rank_by, filter_by)
+        return _multi_label(labels, pred_probs, rank_by, filter_by, seed)
     from cleanlab.filter import find_label_issues as cleanlab_find
     from cleanlab.rank import get_label_quality_scores
 
     assert np.allclose(pred_probs.sum(1), 1.0), "pred_probs rows must sum to 1"
     quality = get_label_quality_scores(labels, pred_probs, method=rank_by)  # (N,)
+    if filter_by == ESTIMATE:
+        order, flagged, count = cut(quality, labels, pred_probs, seed)
+        return LabelIssues(quality=quality, flagged=flagged, suggested=pred_probs.argmax(1), order=order, count=count)
     n_jobs = 1 if len(labels) < PARALLEL_FROM else None
     ranked = cleanlab_find(labels, pred_probs, filter_by=filter_by, return_indices_ranked_by=rank_by,
                            n_jobs=n_jobs)  # (n_flagged,)
@@ -49,7 +67,7 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: 
                        order=_order(ranked, quality))
 
 
-def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filter_by: str) -> LabelIssues:
+def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filter_by: str, seed: int) -> LabelIssues:
     from cleanlab.multilabel_classification.filter import find_label_issues as cleanlab_find
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
     from cleanlab.multilabel_classification.rank import get_label_quality_scores
@@ -60,16 +78,27 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
     # wrong or missing tag among right ones is the defect; AP +0.02-0.08 on both multi-label sets.
     quality = get_label_quality_scores(tag_lists, pred_probs, method=rank_by,
                                        aggregator_kwargs={"method": "softmin"})  # (N,)
-    flagged = cleanlab_find(tag_lists, pred_probs, filter_by=filter_by, n_jobs=n_jobs)  # (N,) bool
-    ranked = np.flatnonzero(flagged)
-    ranked = ranked[np.lexsort((ranked, quality[ranked]))]  # (n_flagged,) worst first
-    per_tag = np.asarray(find_multilabel_issues_per_class(tag_lists, pred_probs, filter_by=filter_by, n_jobs=n_jobs),
-                         dtype=bool)  # (N, K) bool: this tag looks wrongly given or wrongly left out
+    given = labels.astype(bool)
+    count = None
+    if filter_by == ESTIMATE:
+        order, flagged, count = cut(quality, labels, pred_probs, seed)
+    else:
+        flagged = cleanlab_find(tag_lists, pred_probs, filter_by=filter_by, n_jobs=n_jobs)  # (N,) bool
+        ranked = np.flatnonzero(flagged)
+        order = _order(ranked[np.lexsort((ranked, quality[ranked]))], quality)  # flagged worst first, then the rest
+    # (N, K) bool: this tag looks wrongly given or wrongly left out (with the estimate: confident learning's view)
+    per_tag = np.asarray(find_multilabel_issues_per_class(
+        tag_lists, pred_probs, filter_by=TAG_ISSUES_FILTER_BY if filter_by == ESTIMATE else filter_by, n_jobs=n_jobs),
+        dtype=bool)
     if per_tag.shape != labels.shape:  # some cleanlab versions give a list of K masks (N,)
         per_tag = per_tag.T
-    given = labels.astype(bool)
-    return LabelIssues(quality=quality, flagged=_mask(ranked, len(labels)), suggested=(given ^ per_tag).astype(np.int8),
-                       order=_order(ranked, quality), missing=per_tag & ~given, extra=per_tag & given)
+    if filter_by == ESTIMATE:  # a flagged clip's suggestion changes at least the tag the heads disagree with most
+        per_tag &= flagged[:, None]
+        worst = np.abs(given - pred_probs).argmax(1)  # (N,)
+        none = flagged & ~per_tag.any(1)
+        per_tag[none, worst[none]] = True
+    return LabelIssues(quality=quality, flagged=flagged, suggested=(given ^ per_tag).astype(np.int8),
+                       order=order, missing=per_tag & ~given, extra=per_tag & given, count=count)
 
 
 def _mask(rows: np.ndarray, n: int) -> np.ndarray:

@@ -270,6 +270,7 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
         "cv_accuracy": float(((result.pred_probs >= 0.5) == data.labels.astype(bool)).mean() if data.multi_label
                              else (result.pred_probs.argmax(1) == data.labels).mean()),
         "n_label_issues": int(result.issues.flagged.sum()),
+        **({} if result.issues.count is None else {"label_issue_estimate": estimate_record(result.issues.count)}),
         "data_issues": {
             "n_outliers": counts.get("outlier", 0),
             "n_near_duplicates": counts.get("near_duplicate", 0),
@@ -294,6 +295,23 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
         "versions": versions(),
         "options": options,
     }
+
+
+def estimate_record(count) -> dict:
+    """summary.json's label_issue_estimate: how many labels look wrong, with the range a user can quote."""
+    return {"estimate": round(count.estimate, 1), "low": round(count.low, 1), "high": round(count.high, 1),
+            "flagged": count.n, "rules": dict(count.rules),
+            "range": "5th-95th percentile of the estimate over bootstrap resamples of the clips",
+            "method": "the median of the rules' counts (issue_count.py); the flagged clips are the top of the "
+                      "ranking at that size"}
+
+
+def issues_line(summary: dict) -> str:
+    """'~62 likely label issues (range 50-75)': the count a user quotes, with its range where it was estimated."""
+    est = summary.get("label_issue_estimate")
+    if not est:
+        return f"{summary['n_label_issues']} likely label issues"
+    return f"~{summary['n_label_issues']} likely label issues (range {est['low']:.0f}-{est['high']:.0f})"
 
 
 def final_seconds(summary: dict, later: dict, total: float) -> dict:
@@ -327,7 +345,7 @@ def versions() -> dict:
 def print_summary(summary: dict, table: pd.DataFrame, out: Path, top: int = 10, file=None) -> None:
     p = lambda *a: print(*a, file=file or sys.stdout)  # noqa: E731
     p(f"\naudit: {summary['n_clips']} clips, {summary['n_classes']} classes, {summary['n_skipped']} skipped; "
-      f"CV accuracy {summary['cv_accuracy']:.3f}; {summary['n_label_issues']} likely label issues")
+      f"CV accuracy {summary['cv_accuracy']:.3f}; {issues_line(summary)}")
     flagged = table[table["is_label_issue"]].head(top)
     if len(flagged):
         p(f"top {len(flagged)}:")

@@ -160,7 +160,6 @@ def _embed_all(manifest, opts: RunOptions):
 
 def run_audit(opts: RunOptions) -> AuditResult | None:
     """The whole run on rank 0; None on the other ranks of a multi-process embedding stage."""
-    from audit import heads
     from audit.datalab import find_data_issues
     from audit.folds import fold_ids
     from audit.label_issues import find_label_issues
@@ -171,16 +170,12 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     seconds = {}
     t = time.perf_counter()
     folds = fold_ids(data.labels, opts.folds, opts.seed)  # (N,)
-    pred_probs = heads.out_of_fold_probs(data.emb, data.labels, folds, len(data.classes), seed=opts.seed,
-                                         l2=opts.l2, pca_dim=opts.pca_dim, accelerator=opts.accelerator)  # (N, K)
-    if data.steps is not None:  # tag sets: the clip-statistics heads and the step heads together
-        from audit import instance_heads
-
-        pred_probs = instance_heads.with_step_heads(pred_probs, data.steps, data.labels, folds, seed=opts.seed,
-                                                    pca_dim=opts.pca_dim, accelerator=opts.accelerator)
+    pred_probs = out_of_fold(data.emb, data.labels, folds, len(data.classes), data.steps, l2=opts.l2,
+                             pca_dim=opts.pca_dim, calibration=opts.calibration, seed=opts.seed,
+                             accelerator=opts.accelerator)  # (N, K)
     seconds["heads"] = time.perf_counter() - t
     t = time.perf_counter()
-    issues = find_label_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by)
+    issues = find_label_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by, seed=opts.seed)
     seconds["ranking"] = time.perf_counter() - t
     t = time.perf_counter()
     data_issues = find_data_issues(data.emb, data.labels, pred_probs, data.sha1, user_order=data.user_order,
@@ -195,6 +190,26 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
                        map_2d=map_2d, audio_issues=audio_issues, audio_notes=audio_notes,
                        seconds=seconds)
+
+
+def out_of_fold(emb: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int, steps=None, *, l2, pca_dim,
+                calibration: str, seed: int, accelerator: str) -> np.ndarray:
+    """The out-of-fold probabilities (N, K) a run ranks: the linear heads', calibrated per fold (calibration.py);
+    tag sets with `steps`: the clip-statistics heads and the step heads together (instance_heads.py)."""
+    from audit import calibration as cal
+    from audit import heads
+
+    probs = heads.out_of_fold_probs(emb, labels, folds, n_classes, seed=seed, l2=l2, pca_dim=pca_dim,
+                                    accelerator=accelerator, held_out=calibration != "none")
+    if calibration != "none":
+        probs, held = probs
+        probs = cal.calibrate(probs, labels, folds, held, calibration)
+    if steps is not None:
+        from audit import instance_heads
+
+        probs = instance_heads.with_step_heads(probs, steps, labels, folds, seed=seed, pca_dim=pca_dim,
+                                               accelerator=accelerator)
+    return probs
 
 
 MAP_CHUNK_BYTES = 1 << 27  # float64 bytes of embeddings read at once for the 2-D map (128 MiB): flat in N and D

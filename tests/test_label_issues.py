@@ -27,7 +27,6 @@ def test_rank_by_and_filter_by_reach_cleanlab_through_a_run(tmp_path):
     """Non-default --rank-by and --filter-by, from the API to the tables: each is cleanlab's method of that name,
     on data where they differ from the defaults."""
     import audit
-    from cleanlab.filter import find_label_issues as cleanlab_find
     from cleanlab.rank import get_label_quality_scores
 
     emb, labels = clusters([40, 40, 40, 40], dim=8, spread=3.0)  # overlapping classes: the heads disagree often
@@ -41,7 +40,6 @@ def test_rank_by_and_filter_by_reach_cleanlab_through_a_run(tmp_path):
     assert not np.allclose(scores["label_quality"], get_label_quality_scores(given, probs, method="self_confidence"))
     flagged = scores["is_label_issue"].to_numpy()
     assert (flagged == (probs.argmax(1) != given)).all() and flagged.any()  # predicted_neq_given, by its definition
-    default = np.zeros(len(given), bool)
-    default[cleanlab_find(given, probs, filter_by=DEFAULT_FILTER_BY)] = True
+    default = find_label_issues(given, probs, filter_by=DEFAULT_FILTER_BY).flagged
     assert (flagged != default).any()  # the default rule would have flagged other clips here
     assert result.summary["options"]["rank_by"] == "normalized_margin"

@@ -87,16 +87,25 @@ def test_report_opens_offline_with_players_matrix_and_map(report_run, browser):
     browser.get((report_run / "report.html").as_uri())
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
-    players = browser.find_elements(By.CSS_SELECTOR, "#issues audio")
+    players = browser.find_elements(By.CSS_SELECTOR, "#issues > .issues audio")  # the flagged clips' cards
     n_issues = len(pd.read_csv(report_run / "issues.csv"))
     assert len(players) == min(8, n_issues) > 0
+    # the review goes on past the cut: the next clips of the ranking, behind a closed <details>
+    past = browser.find_elements(By.CSS_SELECTOR, "#past-cut .issue")
+    scores = pd.read_csv(report_run / "scores.csv")
+    assert [int(e.get_attribute("data-row")) for e in past] == \
+        scores[~scores["is_label_issue"]]["row"].head(max(0, 8 - n_issues)).tolist()
+    if past:
+        assert not browser.find_element(By.ID, "past-cut").get_attribute("open") and not past[0].is_displayed()
+        browser.find_element(By.CSS_SELECTOR, "#past-cut summary").click()
+        assert past[0].is_displayed()
     assert all(p.get_attribute("src").startswith("data:audio/wav;base64,") for p in players)
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.execute_script("document.querySelector('#issues audio').load()")  # metadata even with preload=none
     WebDriverWait(browser, 20).until(lambda b: b.execute_script(
         "const a = document.querySelector('#issues audio'); return a.readyState >= 1 && a.duration > 0.1"))
-    specs = browser.find_elements(By.CSS_SELECTOR, "#issues img.spec")
+    specs = browser.find_elements(By.CSS_SELECTOR, "#issues > .issues img.spec")
     assert len(specs) == len(players)
     assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 0 for img in specs)  # decoded
     cells = browser.find_elements(By.CSS_SELECTOR, "#noise-matrix td")
@@ -170,7 +179,9 @@ def test_review_decisions_persist_and_export_a_corrected_manifest(report_run, br
         assert el.find_element(By.CSS_SELECTOR, ".status").text.endswith(f": {label}")
     assert card[0].find_element(By.CSS_SELECTOR, "button.accept").get_attribute("aria-pressed") == "true"
     assert card[2].find_element(By.CSS_SELECTOR, "select.pick").get_attribute("value") == expected[int(third.row)][1]
-    assert browser.find_element(By.ID, "review-progress").text.startswith(f"3 of {len(cards)} cards reviewed")
+    on_page = len(browser.find_elements(By.CSS_SELECTOR, "#issues .issue"))  # the flagged cards and those past the cut
+    assert on_page >= len(cards)
+    assert browser.find_element(By.ID, "review-progress").text.startswith(f"3 of {on_page} cards reviewed")
     if len(cards) > 3:  # the first card without a decision is the current one
         assert "current" in browser.find_element(By.ID, f"issue-{cards.iloc[3].row}").get_attribute("class")
 

@@ -25,6 +25,7 @@ MAX_TABLE_ROWS = 200
 # all of them; above it (~60 MB of page at 1M clips) only the clips on cards, merged into the manifest by path.
 REVIEW_ALL_ROWS_MAX = 100_000
 SEGMENT_COLUMNS = ("offset", "duration")  # manifest columns that make a row a segment of its file (manifest.py)
+PAST_CUT_MIN = 10  # clips past the estimated cut offered for review (more where the estimate's range reaches further)
 HEALTH_MEDIA = 20  # audio-health rows with their audio embedded: the page stays light
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
@@ -57,10 +58,15 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     flagged = scores[scores["is_label_issue"]].rename(columns={given_col: "given_label", suggested_col: "suggested_label"})
 
     issues = [_issue(r, files[r.row], probs[r.row], classes) for r in flagged.head(top).itertuples()]
+    est = s.get("label_issue_estimate")
+    past = [] if est is None else [  # the next clips of the ranking, past the estimated cut, for a longer review
+        _issue(r, files[r.row], probs[r.row], classes) for r in scores[~scores["is_label_issue"]].rename(
+            columns={given_col: "given_label", suggested_col: "suggested_label"}).head(
+            past_cut(len(flagged), est["high"], top - len(issues))).itertuples()]
     outliers = run.outliers
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
     html = env.get_template("template.html").render(
-        s=s, di=s.get("data_issues", {}), data_name=s["options"]["data"], classes=classes, issues=issues,
+        s=s, est=est, past=past, di=s.get("data_issues", {}), data_name=s["options"]["data"], classes=classes, issues=issues,
         matrix=None if multi else _matrix(labels, probs, classes), rates=_rates(run.class_imbalance),
         max_rate=max(run.class_imbalance["issue_rate"].tolist() + [1e-9]),
         points=_points(run.clip_map, scores.rename(columns={given_col: "given_label", suggested_col: "suggested_label"}),
@@ -71,13 +77,18 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
         dup_groups=_dup_groups(run.duplicates, files),
         skipped=run.skipped.head(MAX_TABLE_ROWS).to_dict("records"),
         health=_health(run.audio_issues, files, s.get("audio_issues", {}).get("dataset_level", [])),
-        review=_review(run, names, labels, suggested, [i["row"] for i in issues], path, multi),
+        review=_review(run, names, labels, suggested, [i["row"] for i in issues + past], path, multi),
         css=(HERE / "style.css").read_text(), js=(HERE / "report.js").read_text())
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def past_cut(n_flagged: int, high: float, room: int) -> int:
+    """Cards past the cut: up to the estimate's upper end (at least PAST_CUT_MIN), within the page's `room`."""
+    return max(0, min(room, max(PAST_CUT_MIN, int(np.ceil(high)) - n_flagged)))
 
 
 def _review(run, names: list, labels: np.ndarray, suggested: np.ndarray, card_rows: list, path: Path,
