@@ -170,7 +170,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         f"cleanlab's find_label_issues rule of that name (default: {o.DEFAULT_FILTER_BY})")
     h.add_argument("--calibration", choices=o.CALIBRATIONS,
                    help="calibration of the out-of-fold probabilities, fitted per fold on inner folds of that "
-                        "fold's training clips: one temperature, a scale and bias per class (vector), or none "
+                        "fold's training clips: one temperature (one per tag for tag sets), a scale and bias per "
+                        "class (vector), or none; measured not to change the estimate (bench/RESULTS.md) "
                         "(default: %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--top", type=int_at_least(0), default=10, help="issues to print at the end (default: %(default)s)")

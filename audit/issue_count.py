@@ -13,8 +13,9 @@ classes, instruments), `both` under-counts at 10% flips. Their median was within
 on every set where any one of them was, and closer on average.
 
 The range is the 5th-95th percentile of the median over bootstrap resamples of the clips (at most
-BOOTSTRAP_ROWS rows each, scaled to N): the uncertainty of estimating from this many clips, not of the
-rules themselves (bench/RESULTS.md says how often the true count fell inside it).
+BOOTSTRAP_ROWS rows each; above, the resamples' spread is scaled back to N rows): the uncertainty of
+estimating from this many clips, not of the rules themselves (bench/RESULTS.md says how often the true
+count fell inside it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ BOOTSTRAP_ROWS = 50_000  # per resample: the range costs the same at any N
 QUALITY_FLOOR = 1e-6  # the logit of a quality of 0 or 1 is clipped here
 EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-6  # on the responsibilities
-VAR_FLOOR = 1e-6  # added to each component's variance (sklearn's reg_covar)
+VAR_FLOOR = 1e-3  # x the data's variance, added to each component's (sklearn's reg_covar, made relative)
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,17 @@ class IssueCount:
 
 
 def mixture_count(quality: np.ndarray) -> int:
-    """Clips whose logit label quality is nearer (by posterior) the lower of two Gaussians fitted by EM."""
+    """Clips whose logit label quality is nearer (by posterior) the lower of two Gaussians fitted by EM.
+
+    Qualities at the ceiling (1 - QUALITY_FLOOR: sharp heads round them to 1) are left out of the fit and
+    counted as right: as a spike they would pull one component to zero width and leave every other clip low.
+    """
     q = np.clip(quality, QUALITY_FLOOR, 1 - QUALITY_FLOOR)
     x = np.log(q / (1 - q))  # (N,)
-    if np.ptp(x) < 1e-9:  # one value: nothing stands apart
+    x = x[q < 1 - QUALITY_FLOOR]
+    if len(x) < 2 or np.ptp(x) < 1e-9:  # one value: nothing stands apart
         return 0
+    floor = VAR_FLOOR * x.var()  # relative to the data's spread
     mean = np.array([x.min(), x.max()])
     near_high = np.abs(x - mean[1]) < np.abs(x - mean[0])  # start: each clip with the nearer extreme
     resp = np.stack([~near_high, near_high], 1).astype(np.float64)  # (N, 2)
@@ -58,7 +65,7 @@ def mixture_count(quality: np.ndarray) -> int:
         weight = resp.sum(0) + 1e-12  # (2,)
         if i:  # the first pass keeps the extremes as means, the assignments only set spreads and weights
             mean = (resp * x[:, None]).sum(0) / weight
-        var = (resp * (x[:, None] - mean) ** 2).sum(0) / weight + VAR_FLOOR
+        var = (resp * (x[:, None] - mean) ** 2).sum(0) / weight + floor
         log_p = np.log(weight / len(x)) - 0.5 * np.log(2 * np.pi * var) - 0.5 * (x[:, None] - mean) ** 2 / var
         top = log_p.max(1, keepdims=True)
         total = top[:, 0] + np.log(np.exp(log_p - top).sum(1))  # (N,) log-likelihood per clip
@@ -90,12 +97,10 @@ def estimate(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray, seed: i
     n = len(labels)
     rng = np.random.default_rng(seed)
     size = min(n, BOOTSTRAP_ROWS)
-    totals = []
-    for _ in range(bootstrap):
-        rows = rng.integers(0, n, size)
-        if labels.ndim == 1 and len(np.unique(labels[rows])) < probs.shape[1]:
-            continue  # a resample missing a class: cleanlab's confident joint needs every class
-        totals.append(np.median(list(rule_counts(labels[rows], probs[rows], quality[rows]).values())) * n / size)
     median = float(np.median(list(counts.values())))
-    low, high = np.percentile(totals, [5, 95]) if totals else (median, median)
+    scaled = np.array([np.median(list(rule_counts(labels[rows], probs[rows], quality[rows]).values())) * n / size
+                       for rows in (rng.integers(0, n, size) for _ in range(bootstrap))])  # (B,) counts scaled to N
+    # A count from `size` rows scaled to N spreads sqrt(N / size) times wider than one from N rows: shrink it back.
+    totals = median + (scaled - np.median(scaled)) * np.sqrt(size / n) if bootstrap else np.array([median])
+    low, high = np.percentile(totals, [5, 95])
     return IssueCount(estimate=median, low=float(min(low, median)), high=float(max(high, median)), rules=counts)

@@ -11,8 +11,9 @@ The suggested label is the arg-max of the probabilities. Results stay in row ord
 to show them.
 
 Multi-label (`labels` (N, K) multi-hot, `pred_probs` (N, K) one sigmoid per tag): cleanlab's
-multilabel_classification module flags and scores the clips, and its per-class issues say which tag
-looks missing (given 0) and which looks wrong (given 1); the suggested tag set flips exactly those.
+multilabel_classification module scores the clips (and flags them, for a cleanlab `filter_by`), and
+its per-class issues say which tag looks missing (given 0) and which looks wrong (given 1); the
+suggested tag set flips exactly those (with `estimate`: at least the tag the heads disagree with most).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ PARALLEL_FROM = 200_000  # clips: cleanlab's worker pool costs ~1.5 s to start, 
 @dataclass(frozen=True)
 class LabelIssues:
     quality: np.ndarray  # (N,) label quality in [0, 1], lower = more likely wrong
-    flagged: np.ndarray  # (N,) bool: cleanlab calls the given label an issue
+    flagged: np.ndarray  # (N,) bool: the given label is flagged as an issue (filter_by's rule)
     suggested: np.ndarray  # (N,) class id the probabilities favour; (N, K) multi-hot tag set for multi-label
-    order: np.ndarray  # (N,) rows, most likely error first: flagged in cleanlab's ranking, then by quality
+    order: np.ndarray  # (N,) rows, most likely error first: the flagged ones, then the rest by quality
     missing: np.ndarray | None = None  # (N, K) bool, multi-label: a tag that looks missing
     extra: np.ndarray | None = None  # (N, K) bool, multi-label: a given tag that looks wrong
-    count: object = None  # issue_count.IssueCount with filter_by "estimate": the estimate, its range, per clip
+    count: object = None  # issue_count.IssueCount with filter_by "estimate": the estimate, its range, each rule's count
 
 
 def cut(quality: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, seed: int = 0):
@@ -48,7 +49,7 @@ def cut(quality: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, seed: i
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str,
                       rank_by: str = DEFAULT_RANK_BY, seed: int = 0) -> LabelIssues:
-    """`filter_by` as resolved by RunOptions.resolve (its default depends on the task: options.task_defaults)."""
+    """`filter_by` as resolved by RunOptions.resolve (options.task_defaults)."""
     assert rank_by in RANK_BY and filter_by in FILTER_BY, (rank_by, filter_by)
     if labels.ndim == 2:
         return _multi_label(labels, pred_probs, rank_by, filter_by, seed)

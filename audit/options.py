@@ -50,7 +50,7 @@ FILTER_BY = (ESTIMATE, "prune_by_noise_rate", "prune_by_class", "both", "confide
              "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
 # estimate: cleanlab's prune_by_class flags were within 0.03 F1 of the best cut of the same ranking and 15% of
 # the true count on 4 of 30 set x noise cells (10 sets, 3 repeats); the top of the ranking at
-# issue_count.py's estimate on 17, with a higher F1 on every cell (bench/cut_study.py, bench/RESULTS.md).
+# issue_count.py's estimate on 17, with an equal or higher F1 on every cell (bench/cut_study.py, bench/RESULTS.md).
 DEFAULT_FILTER_BY = ESTIMATE
 # Tag sets: the estimate's cut too (F1 0.870 -> 0.874 and 0.875 -> 0.899, counts 0.80x -> 1.11x and 1.05x of
 # the corrupted clips on the digit tag set, bench/RESULTS.md); a flagged clip's changed tags come from
@@ -144,6 +144,9 @@ class RunOptions:
         if self.filter_by is not None:
             _choice("filter-by", self.filter_by, FILTER_BY)
         _choice("calibration", self.calibration, CALIBRATIONS)
+        if self.calibration != "none" and self.multi_label and self.step_heads and not self.embeddings:
+            raise UserError(f"--calibration {self.calibration}: tag sets average the step heads' logits with the "
+                            "clip-statistics heads', and only the latter can be calibrated; add --no-step-heads")
         if self.devices != "auto" and not (isinstance(self.devices, int) and self.devices >= 1):
             raise UserError(f"--devices {self.devices}: a positive number of devices or 'auto'")
         _at_least("num-nodes", self.num_nodes, 1)

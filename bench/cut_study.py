@@ -3,18 +3,21 @@
     .venv/bin/python bench/embed_sets.py            # once: embeddings of every set (bench/out/emb)
     .venv/bin/python bench/cut_study.py [--sets esc10 ...] [--repeats 3]
 
-Per set (single-label sets of bench/embed_sets.py), noise setting (5% and 10% uniform, 5% confusable
-flips) and repeat: the labels are flipped as `audit evaluate` flips them, the heads give out-of-fold
-probabilities at the run's defaults together with the inner held-out probabilities calibration is
-fitted on (heads.inner_held_out_probs), and every calibration method x counting rule is scored on the
+Per set (the sets of bench/embed_sets.py: class labels; tag sets with one tag per clip corrupted), noise
+setting (5% and 10% uniform and 5% confusable flips; tag sets 5% and 10%) and repeat: the labels are
+flipped as `audit evaluate` flips them, the heads give out-of-fold probabilities at the run's defaults
+(tag sets: with the step heads) together with the inner held-out probabilities calibration is fitted on
+(heads.inner_held_out_probs), and each calibration (none, temperature) x counting rule is scored on the
 same probabilities:
   - the ranking: AP of the label quality score (rank_by, the run's default) and the F1 of its best cut;
   - each rule's count against the true number of flips, and the F1 of the top of the ranking at that
-    size (the flagged set a run with that rule would give);
-  - cleanlab's filter (the run's default, `prune_by_class`) as it flags today, for comparison.
-Rules: issue_count.py's noise models (uniform, class), cleanlab's 
-num_label_issues (off_diagonal_calibrated), and the number cleanlab's filter flags. Writes bench/out/cut_study.json and
-prints per set and setting the mean over repeats (F1 gap to the best cut, count / flips).
+    size (the flagged set a run with that rule would give): issue_count.py's three rules and their
+    median (the run's estimate, with its bootstrap range: does it hold the true count?);
+  - cleanlab's find_label_issues as audit flagged before (prune_by_class; confident_learning on tag
+    sets), for comparison.
+Each fit's probabilities are kept in bench/out/cut_probs/ (`--rescore` scores them again with the current
+issue_count.py, without refitting). Writes bench/out/cut_study.json and prints per set and setting the
+mean over repeats (F1 gap to the best cut, count / flips) and the markdown table of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -42,21 +45,71 @@ def f1_at(flipped: np.ndarray, order: np.ndarray, n: int) -> float:
     return 2 * hits / (n + int(flipped.sum())) if n + flipped.sum() else 0.0
 
 
-def study_set(name: str, repeats: int, seed: int = 0) -> list[dict]:
+def score(base: dict, p: np.ndarray, noisy: np.ndarray, flipped: np.ndarray, seed: int) -> list[dict]:
+    """One record per rule for one fit's probabilities `p` (N, K) of the `noisy` labels, `flipped` the truth."""
     from sklearn.metrics import average_precision_score
 
-    from audit import calibration, heads, instance_heads, issue_count
+    from audit import issue_count
+    from audit.label_issues import find_label_issues
+    from audit.options import DEFAULT_RANK_BY
+
+    multi = noisy.ndim == 2
+    found = find_label_issues(noisy, p, filter_by="confident_learning" if multi else "prune_by_class",
+                              rank_by=DEFAULT_RANK_BY)  # how audit flagged before the estimate
+    quality, flagged = found.quality, found.flagged
+    order = np.lexsort((np.arange(len(quality)), quality))
+    hits = np.cumsum(flipped[order])
+    best = float((2 * hits / (np.arange(1, len(order) + 1) + flipped.sum())).max())
+    given_p = np.where(noisy == 1, p, 1 - p) if multi else p[np.arange(len(noisy)), noisy]
+    base = {**base, "n_flips": int(flipped.sum()), "best_cut_f1": best,
+            "ap": float(average_precision_score(flipped, -quality)),
+            "log_loss": float(-np.log(np.clip(given_p, 1e-12, None)).mean())}
+    tp = int((flagged & flipped).sum())
+    rules = {"cleanlab filter (flags)": (flagged.sum(), 2 * tp / (flagged.sum() + flipped.sum()), None)}
+    t = time.perf_counter()
+    c = issue_count.estimate(noisy, p, quality, seed=seed)
+    base["estimate_s"] = round(time.perf_counter() - t, 3)
+    rules["estimate (median)"] = (c.estimate, None, (c.low, c.high))
+    for rule, count in c.rules.items():
+        rules[rule] = (count, None, None)
+    records = []
+    for rule, (count, f1, interval) in rules.items():
+        rec = {**base, "rule": rule, "count": float(count),
+               "f1": f1 if f1 is not None else f1_at(flipped, order, int(round(count)))}
+        if interval:
+            rec["low"], rec["high"] = interval
+        records.append(rec)
+    return records
+
+
+def rescore(records: list[dict]) -> list[dict]:
+    """The same fits (bench/out/cut_probs) scored again with the current rules."""
+    out, seen = [], set()
+    for rec in records:
+        key = (rec["set"], rec["kind"], rec["noise"], rec["repeat"], rec["calibration"])
+        if key in seen:
+            continue
+        seen.add(key)
+        with np.load(OUT / "cut_probs" / "{}_{}_{}_{}_{}.npz".format(*key)) as f:
+            p, noisy, flipped = f["probs"], f["noisy"], f["flipped"]
+        base = {k: rec[k] for k in ("set", "n", "classes", "kind", "noise", "repeat", "calibration", "heads_s",
+                                    "calibration_s")}
+        out += score(base, p, noisy, flipped, rec["repeat"])  # the study seeds the estimate with seed 0 + repeat
+    return out
+
+
+def study_set(name: str, repeats: int, seed: int = 0) -> list[dict]:
+    from audit import calibration, heads, instance_heads
     from audit.evaluate import corrupt_tags, flip_labels
     from audit.folds import fold_ids
-    from audit.label_issues import find_label_issues
-    from audit.options import DEFAULT_L2, DEFAULT_RANK_BY, task_defaults
+    from audit.options import DEFAULT_L2, task_defaults
     from embed_sets import load
 
     d = load(name)
     emb, labels, steps = d["emb"], d["labels"], d["steps"]
     k = len(d["classes"])
     multi = labels.ndim == 2
-    pca_dim, filter_by = task_defaults(multi, filter_by="confident_learning" if multi else "prune_by_class")
+    pca_dim, _ = task_defaults(multi)
     fit = dict(l2=DEFAULT_L2, pca_dim=pca_dim)
     confusion = None
     if not multi:
@@ -82,31 +135,9 @@ def study_set(name: str, repeats: int, seed: int = 0) -> list[dict]:
                 keep = OUT / "cut_probs" / f"{name}_{kind}_{noise}_{r}_{method}.npz"
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(keep, probs=p, noisy=noisy, flipped=flipped, folds=folds)  # rules can be tried offline
-                found = find_label_issues(noisy, p, filter_by=filter_by, rank_by=DEFAULT_RANK_BY)
-                quality, flagged = found.quality, found.flagged
-                order = np.lexsort((np.arange(len(quality)), quality))
-                hits = np.cumsum(flipped[order])
-                best = float((2 * hits / (np.arange(1, len(order) + 1) + flipped.sum())).max())
-                given_p = np.where(noisy == 1, p, 1 - p) if multi else p[np.arange(len(noisy)), noisy]
                 base = {"set": name, "n": len(labels), "classes": k, "kind": kind, "noise": noise, "repeat": r,
-                        "calibration": method, "n_flips": int(flipped.sum()), "best_cut_f1": best,
-                        "ap": float(average_precision_score(flipped, -quality)),
-                        "log_loss": float(-np.log(np.clip(given_p, 1e-12, None)).mean()),
-                        "heads_s": round(heads_s, 2), "calibration_s": round(cal_s, 3)}
-                tp = int((flagged & flipped).sum())
-                rules = {"cleanlab filter (flags)": (flagged.sum(), 2 * tp / (flagged.sum() + flipped.sum()), None)}
-                t = time.perf_counter()
-                c = issue_count.estimate(noisy, p, quality, seed=seed + r)
-                base["estimate_s"] = round(time.perf_counter() - t, 3)
-                rules["estimate (median)"] = (c.estimate, None, (c.low, c.high))
-                for rule, count in c.rules.items():
-                    rules[rule] = (count, None, None)
-                for rule, (count, f1, interval) in rules.items():
-                    rec = {**base, "rule": rule, "count": float(count),
-                           "f1": f1 if f1 is not None else f1_at(flipped, order, int(round(count)))}
-                    if interval:
-                        rec["low"], rec["high"] = interval
-                    records.append(rec)
+                        "calibration": method, "heads_s": round(heads_s, 2), "calibration_s": round(cal_s, 3)}
+                records += score(base, p, noisy, flipped, seed + r)
     return records
 
 
@@ -169,11 +200,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=str(OUT / "cut_study.json"))
     p.add_argument("--summarize", action="store_true", help="only print the table of an existing --json")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the fits of an existing --json again (their probabilities in bench/out/cut_probs) "
+                        "with the current rules, and rewrite it")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    if args.summarize:
+    if args.summarize or args.rescore:
         records = json.loads(Path(args.json).read_text())
+        if args.rescore:
+            records = rescore(records)
+            Path(args.json).write_text(json.dumps(records, indent=1, default=float))
         summarize(records)
         print(markdown(records))
         return

@@ -31,24 +31,13 @@ TAGS = ("multilabel", "multilabel-words")
 SETS = SOUND + SPEECH + TAGS
 
 
-def manifest_of(name: str) -> Path:
-    from bench_encoders import REAL
-    from eval_sets import build
-
-    if name in REAL:
-        path = OUT / "real" / name / "manifest.csv"
-        if not path.is_file():
-            raise SystemExit(f"{path} missing: run bench/real_sets.py {name} first")
-        return path
-    return build(name, OUT / "sets")
-
-
 def embed_set(name: str) -> Path:
     from conftest import SHARED, ecapa_dir
 
     os.environ.setdefault("AUDIT_EFFICIENTAT_DIR", str(SHARED / "models" / "efficientat-mn04"))
     from audit.options import RunOptions
     from audit.pipeline import embed_dataset
+    from bench_encoders import manifest_of  # the real sets, or eval_sets' built ones (tag sets included)
 
     encoder = "efficientat:mn04_as" if name in SOUND else str(ecapa_dir())
     opts = RunOptions(data=str(manifest_of(name)), encoder=encoder, multi_label=name in TAGS,

@@ -72,3 +72,12 @@ def test_a_run_records_its_calibration_and_a_bad_one_is_one_line(tmp_path, capsy
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "--calibration" in err and "Traceback" not in err
+
+
+def test_tag_sets_with_step_heads_refuse_calibration_in_one_line():
+    from audit.errors import UserError
+    from audit.options import RunOptions
+
+    with pytest.raises(UserError, match="--no-step-heads"):
+        RunOptions(multi_label=True, calibration="temperature")
+    RunOptions(multi_label=True, step_heads=False, calibration="temperature")  # the clip heads alone: fine

@@ -300,3 +300,22 @@ def test_a_health_row_whose_audio_is_gone_says_why_and_a_bug_is_not_swallowed(tm
     monkeypatch.setattr(report, "_media", lambda file: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         report._health(table, [str(tmp_path / "gone.wav")], [])
+
+
+def test_a_clean_set_flags_nothing_and_its_page_still_offers_the_ranking(browser, tmp_path):
+    """Estimate 0 on well-separated classes: no flagged card, the clips past the cut still reviewable, no JS error."""
+    import audit
+    from selenium.webdriver.common.by import By
+    from synthetic_set import clusters, write_set
+
+    emb, labels = clusters([60, 60, 60], dim=8, spread=0.3)
+    manifest, npy = write_set(tmp_path / "set", emb, labels)
+    audit.run(manifest, embeddings=npy, devices=1, progress=False, out=str(tmp_path / "out"))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_label_issues"] == 0 and summary["label_issue_estimate"]["estimate"] < 0.5
+    browser.get((tmp_path / "out" / "report.html").as_uri())
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    past = browser.find_elements(By.CSS_SELECTOR, "#past-cut .issue")
+    assert len(past) == 10 and browser.find_element(By.ID, "review-progress").text.startswith("0 of 10")
+    browser.find_element(By.TAG_NAME, "body").send_keys("j")  # the first card past the cut: its <details> opens
+    assert browser.find_element(By.ID, "past-cut").get_attribute("open") is not None and past[0].is_displayed()

@@ -59,7 +59,9 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
 
     issues = [_issue(r, files[r.row], probs[r.row], classes) for r in flagged.head(top).itertuples()]
     est = s.get("label_issue_estimate")
-    past = [] if est is None else [  # the next clips of the ranking, past the estimated cut, for a longer review
+    # The next clips of the ranking, past the estimated cut, for a longer review (not for tag sets: a clip
+    # past the cut carries no suggested change, so there would be nothing to accept).
+    past = [] if est is None or multi else [
         _issue(r, files[r.row], probs[r.row], classes) for r in scores[~scores["is_label_issue"]].rename(
             columns={given_col: "given_label", suggested_col: "suggested_label"}).head(
             past_cut(len(flagged), est["high"], top - len(issues))).itertuples()]

@@ -72,6 +72,8 @@
     }
     current = i;
     var el = cards[i].el;
+    var fold = el.closest("details");  // a card past the cut: shown before it can be decided on
+    if (fold && !fold.open) { fold.open = true; }
     el.classList.add("current");
     el.setAttribute("aria-current", "true");
     if (focus) {
