@@ -79,6 +79,14 @@ def mixture_count(quality: np.ndarray) -> int:
 
 def rule_counts(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray) -> dict:
     """Each rule's count of wrong labels. Tags: cleanlab's multi-label rules of the same names."""
+    import warnings
+
+    with warnings.catch_warnings():  # "too few examples in class c": expected in resamples, said for every one
+        warnings.simplefilter("ignore", UserWarning)
+        return _rule_counts(labels, probs, quality)
+
+
+def _rule_counts(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray) -> dict:
     if labels.ndim == 2:
         from cleanlab.multilabel_classification.filter import find_label_issues as cleanlab_find
 
