@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from audit.options import CALIBRATIONS as METHODS
+
 EPS = 1e-12
 MAX_ITER = 100
 PENALTY = 1e-3  # L2 on the log-scales and biases: a class or tag with few held-out rows stays near no change

@@ -91,8 +91,8 @@ def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, fi
     from audit.pipeline import out_of_fold
 
     fold_ids = make_folds(noisy, folds, seed)
-    probs = out_of_fold(emb, noisy, fold_ids, n_classes, steps if noisy.ndim == 2 else None, l2=l2, pca_dim=pca_dim,
-                        calibration=calibration, seed=seed, accelerator=accelerator)
+    probs = out_of_fold(emb, noisy, fold_ids, n_classes, steps, l2=l2, pca_dim=pca_dim, calibration=calibration,
+                        seed=seed, accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by, seed=seed)
     return issues.flagged, issues.quality, probs
 
@@ -155,8 +155,13 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
     confusion = None
     if labels.ndim == 2:
         kind = "tags"  # multi-label: one tag dropped or swapped per corrupted clip
-    elif kind == "confusable":
-        _, _, clean_probs = audit_method(emb, labels, n_classes, **opts)
+    elif kind == "confusable":  # the heads' probabilities on the clean labels (no ranking needed)
+        from audit.folds import fold_ids
+        from audit.pipeline import out_of_fold
+
+        clean_probs = out_of_fold(emb, labels, fold_ids(labels, run.folds, seed), n_classes, l2=run.l2,
+                                  pca_dim=run.pca_dim, calibration=run.calibration, seed=seed,
+                                  accelerator=run.accelerator)
         confusion = np.stack([clean_probs[labels == c].mean(0) for c in range(n_classes)])  # (C, C)
     methods = {"audit": audit_method, **({"reference": reference_method} if baseline == "reference" else {})}
     records = []

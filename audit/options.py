@@ -52,11 +52,10 @@ FILTER_BY = (ESTIMATE, "prune_by_noise_rate", "prune_by_class", "both", "confide
 # the true count on 4 of 30 set x noise cells (10 sets, 3 repeats); the top of the ranking at
 # issue_count.py's estimate on 17, with an equal or higher F1 on every cell (bench/cut_study.py, bench/RESULTS.md).
 DEFAULT_FILTER_BY = ESTIMATE
-# Tag sets: the estimate's cut too (F1 0.870 -> 0.874 and 0.875 -> 0.899, counts 0.80x -> 1.11x and 1.05x of
+# Tag sets get it too (F1 0.870 -> 0.874 and 0.875 -> 0.899, counts 0.80x -> 1.11x and 1.05x of
 # the corrupted clips on the digit tag set, bench/RESULTS.md); a flagged clip's changed tags come from
 # confident_learning's per-tag issues, which had the best F1 on both tag sets before (+0.03-0.06 over
 # prune_by_class).
-MULTILABEL_FILTER_BY = ESTIMATE
 TAG_ISSUES_FILTER_BY = "confident_learning"  # which tags of a flagged clip look missing or wrong (label_issues.py)
 CALIBRATIONS = ("none", "temperature", "vector")  # calibration.py
 # none: a temperature fitted per fold on inner folds changed neither the estimated count nor the cut's F1
@@ -100,7 +99,7 @@ class RunOptions:
     pca_dim: int | None | str = "auto"  # wider features are reduced per fold (heads.py); None: never; auto: by task
     seed: int = 0
     rank_by: str = DEFAULT_RANK_BY
-    filter_by: str | None = None  # None: by task (task_defaults)
+    filter_by: str | None = None  # None: DEFAULT_FILTER_BY (task_defaults)
     calibration: str = DEFAULT_CALIBRATION  # of the out-of-fold probabilities, per fold (calibration.py)
     progress: bool = True
 
@@ -193,7 +192,7 @@ def task_defaults(multi_label: bool, pca_dim="auto", filter_by: str | None = Non
     """(pca_dim, filter_by) with "auto" / None filled in for single labels or tag sets."""
     if pca_dim == "auto":
         pca_dim = MULTILABEL_PCA_DIM if multi_label else DEFAULT_PCA_DIM
-    return pca_dim, filter_by or (MULTILABEL_FILTER_BY if multi_label else DEFAULT_FILTER_BY)
+    return pca_dim, filter_by or DEFAULT_FILTER_BY
 
 
 def describe(data) -> str:

@@ -12,7 +12,7 @@ from audit.evaluate import corrupt_tags
 from audit.heads import out_of_fold_probs
 from audit.label_issues import find_label_issues
 from audit.folds import fold_ids
-from audit.options import MULTILABEL_FILTER_BY
+from audit.options import DEFAULT_FILTER_BY
 
 
 def test_cells_become_sorted_tag_sets_and_a_separator_without_the_flag_is_one_line():
@@ -57,7 +57,7 @@ def test_corrupted_tags_rank_first_and_name_the_missing_or_extra_tag():
     noisy, corrupted = corrupt_tags(target, 0.05, np.random.default_rng(0))
     assert corrupted.sum() == 30
     p = out_of_fold_probs(x, noisy, fold_ids(noisy, 5, seed=0), 6)
-    issues = find_label_issues(noisy, p, filter_by=MULTILABEL_FILTER_BY)
+    issues = find_label_issues(noisy, p, filter_by=DEFAULT_FILTER_BY)
     assert corrupted[issues.order[:30]].mean() > 0.8
     # where a tag was dropped and the clip is flagged, the dropped tag is named missing
     dropped = [(i, np.flatnonzero((target[i] == 1) & (noisy[i] == 0))) for i in np.flatnonzero(corrupted)]
