@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +28,21 @@ KNN_BLOCK_BYTES = 64 * 2**20  # similarity block in memory at once: memory stays
 # NN-descent ~20 s of numba compiling per process plus ~0.15 s per 1k clips (25 s at 40k, 152 s at 1M,
 # 512-d): they cross here (bench/RESULTS.md). A GPU stays exact at any N.
 EXACT_KNN_MAX = 40_000
+EXACT_KNN_DIM = 512  # ... at this width: wider rows lower the limit so that N^2 D stays the same (11.5k at 6,144-d)
 # NN-descent keeps this many candidates per clip and returns the best k: recall@10 against exact 0.999 at
 # 1M and 0.9997 at 300k (0.995 with 20) on clustered synthetic 512-d embeddings.
 NN_DESCENT_NEIGHBORS = 30
-NN_DESCENT_SEED = 0  # the same graph, so the same outliers.csv and duplicates.csv, on every run
+NN_DESCENT_OPTIONS: dict = {}  # more pynndescent settings (bench/bench_knn.py tries them)
+NN_DESCENT_SEED = 0
+# Wider embeddings (ECAPA frame features: 6,144-d) are searched in a projection: the unit rows onto their
+# top KNN_PROJECT_DIM principal directions (from a sample of KNN_BASIS_ROWS rows), KNN_CANDIDATES per clip
+# found there (exact or NN-descent, as above), then re-ranked by their exact cosine distance in the full
+# width. Exact search costs N^2 D: 6,144-d made it 12x what it costs at 512-d (bench/RESULTS.md).
+KNN_PROJECT_FROM = 1024
+KNN_PROJECT_DIM = 256  # recall@10 0.90 at 100k x 6,144-d synthetic clusters (128: 0.78 for 6 s less)
+KNN_BASIS_ROWS = 20_000
+KNN_CANDIDATES = 30
+RERANK_BLOCK_BYTES = 64 * 2**20  # candidate rows gathered at once for the exact re-rank  # the same graph, so the same outliers.csv and duplicates.csv, on every run
 # Datalab's non-IID test compares the neighbours' index distances with those of P random orders and holds
 # P x N x k integers several times over (11.6 GB peak at 1M clips with its default P = 25). P shrinks so
 # that P x N x k stays under this (25 up to 200k clips, 5 at 1M); each permutation's statistic pools N x k
@@ -51,20 +63,71 @@ def knn_graph(emb: np.ndarray, k: int = KNN_K, device: str = "cpu"):
     """(N, N) CSR of the k nearest neighbours' cosine distances per clip, ascending, self excluded.
 
     Datalab would build this with a brute-force N x N distance matrix (1.6 GB at 16k clips, measured);
-    here nothing N x N is ever held. Up to EXACT_KNN_MAX clips, or on a GPU, the search is exact, a
-    block of rows at a time; above it on the CPU, approximate: NN-descent (pynndescent), recall@10
-    0.999 at 1M clips. Either way each row holds k (column, distance) pairs.
+    here nothing N x N is ever held. Up to EXACT_KNN_MAX clips (fewer for wide rows), or on a GPU, the
+    search is exact, a block of rows at a time; above it on the CPU, approximate: NN-descent (pynndescent),
+    recall@10 0.999 at 1M clustered 512-d clips, or for wide rows candidates from a projection re-ranked
+    exactly (_projected_knn). Either way each row holds k (column, distance) pairs.
     """
-    import torch
     from scipy.sparse import csr_matrix
 
     n = len(emb)
     k = min(k, n - 1)
-    if n > EXACT_KNN_MAX and torch.device(device).type == "cpu":
-        dist, idx = _nn_descent_knn(emb, k)
-    else:
-        dist, idx = exact_knn(emb, k, device)
+    dist, idx = _search(emb, k, device)
     return csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+
+
+def _search(emb: np.ndarray, k: int, device: str):
+    """(distances, columns) of the k nearest: exact on a GPU or up to EXACT_KNN_MAX clips (fewer for rows
+    wider than EXACT_KNN_DIM); above, a projection for rows wider than KNN_PROJECT_FROM, else NN-descent."""
+    import torch
+
+    n, width = emb.shape
+    if torch.device(device).type != "cpu" or n <= EXACT_KNN_MAX * min(1.0, (EXACT_KNN_DIM / width) ** 0.5):
+        return exact_knn(emb, k, device)
+    if width > KNN_PROJECT_FROM:
+        return _projected_knn(emb, k, device)
+    return _nn_descent_knn(emb, k)
+
+
+def _projected_knn(emb: np.ndarray, k: int, device: str):
+    """exact_knn's result for wide rows: candidates from a projection, re-ranked exactly (see KNN_PROJECT_FROM)."""
+    import torch
+
+    from audit.principal import top_components
+
+    n, width = emb.shape
+    norms = np.sqrt(sum_of_squares(emb)).clip(1e-12)  # (N,)
+    sample = np.sort(np.random.default_rng(NN_DESCENT_SEED).choice(n, min(n, KNN_BASIS_ROWS), replace=False))
+    unit = torch.as_tensor(np.asarray(emb[sample], dtype=np.float64) / norms[sample, None])  # (S, D)
+    basis = top_components(unit, min(KNN_PROJECT_DIM, len(sample) - 1, width),
+                           torch.Generator().manual_seed(NN_DESCENT_SEED)).float().numpy()  # (D, P)
+    del unit
+    step = max(1, RERANK_BLOCK_BYTES // (4 * width))
+    projected = np.concatenate([np.asarray(emb[s:s + step], dtype=np.float32) @ basis / norms[s:s + step, None]
+                                for s in range(0, n, step)])  # (N, P)
+    _, cand = _search(projected, min(KNN_CANDIDATES, n - 1), device)  # (N, C)
+    del projected
+    block = max(1, RERANK_BLOCK_BYTES // (4 * width * cand.shape[1]))
+    with warnings.catch_warnings():  # a read-only memory map (--embeddings FILE.npy): only ever read here
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        x = torch.as_tensor(np.asarray(emb, dtype=np.float32))  # (N, D), not copied when float32 already
+    sims = np.empty(cand.shape, dtype=np.float32)  # (N, C) exact cosine similarity
+    for s in range(0, n, block):
+        c = torch.as_tensor(cand[s:s + block])  # (b, C)
+        others = x.index_select(0, c.reshape(-1)).view(*c.shape, width)  # (b, C, D): threaded, unlike numpy's take
+        dots = torch.bmm(others, x[s:s + block, :, None])[..., 0].numpy()  # (b, C)
+        sims[s:s + block] = dots / (norms[s:s + block, None] * norms[cand[s:s + block]])
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # (N, k)
+    idx = np.take_along_axis(cand, order, 1).astype(np.int64)
+    dist = (1 - np.take_along_axis(sims, order, 1)).astype(np.float64).clip(0)
+    return dist, idx
+
+
+def sum_of_squares(emb: np.ndarray) -> np.ndarray:
+    """(N,) float64 squared norm of each row, a block of rows at a time (a memory map is read once)."""
+    step = max(1, RERANK_BLOCK_BYTES // (8 * emb.shape[1]))
+    return np.concatenate([np.square(np.asarray(emb[s:s + step], dtype=np.float64)).sum(1)
+                           for s in range(0, len(emb), step)])
 
 
 def exact_knn(emb: np.ndarray, k: int, device: str = "cpu", rows: np.ndarray | None = None):
@@ -99,7 +162,8 @@ def _nn_descent_knn(emb: np.ndarray, k: int):
     n = len(emb)
     # metric="cosine" works on its own normalized copy of the rows (dot products of unit vectors)
     index = NNDescent(np.ascontiguousarray(emb, dtype=np.float32), metric="cosine",
-                      n_neighbors=max(NN_DESCENT_NEIGHBORS, k) + 1, random_state=NN_DESCENT_SEED)
+                      n_neighbors=max(NN_DESCENT_NEIGHBORS, k) + 1, random_state=NN_DESCENT_SEED,
+                      **NN_DESCENT_OPTIONS)
     cand, dist = index.neighbor_graph  # (N, C) each, ascending: the clip itself first, -1 where none was found
     del index
     # The first k that are neither the clip (found by id: a duplicate may come first) nor missing.
@@ -117,8 +181,6 @@ def _nn_descent_knn(emb: np.ndarray, k: int):
 
 def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, sha1: list[str], *,
                      user_order: bool, device: str = "cpu") -> DataIssues:
-    import warnings
-
     from cleanlab import Datalab
 
     multi = labels.ndim == 2

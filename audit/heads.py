@@ -37,20 +37,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from audit.folds import inner_folds
+from audit.principal import top_components
 from audit.labels import Labels
 from audit.options import DEFAULT_L2, MIN_FOLDS, PCA_FROM_DIM
 
 log = logging.getLogger(__name__)
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # on standardized features; a decade apart
-PCA_OVERSAMPLE = 10  # extra random directions of the randomized PCA (Halko et al. 2011)
-PCA_POWER_ITERATIONS = 2
 MINIBATCH_FROM = 50_000  # clips; above, full-batch L-BFGS costs ~1.1 s per 1k clips and (F, M, N, K) logits
 BATCH_ROWS = 4096
 MINIBATCH_EPOCHS = 3
 MINIBATCH_MIN_STEPS = 600  # small sets get more epochs: Adam needs a few hundred steps to settle
 ADAM_LR = 0.02  # on standardized features; decayed linearly to 0 over the run
+PCA_SAMPLE_ROWS = 20_000  # above MINIBATCH_FROM clips, a fold's PCA basis is fitted on this many of its rows
 HELD_OUT_ROWS = 20_000  # per outer fold: the inner held-out rows calibration is fitted on, at most
 CHUNK_ROWS = 65_536  # rows at once wherever every clip is read outside training (moments, probabilities)
+CHUNK_BYTES = 1 << 27  # and at most this many bytes of float64 input rows at once (wide features: 6,144-d)
 LBFGS_ITERATIONS = 200  # the problem is convex and small: L-BFGS converges well within this
 # Stop when no gradient entry exceeds 1e-6 (sklearn's lbfgs stops at 1e-4): float64 keeps the optimum
 # itself stable to ~1e-6 when the embeddings move by float rounding (threads, ranks).
@@ -147,6 +148,13 @@ def row_chunks(n: int, device=None):
     """Row ids (R,) of consecutive chunks of at most CHUNK_ROWS rows, covering 0 .. n - 1."""
     for start in range(0, n, CHUNK_ROWS):
         yield torch.arange(start, min(start + CHUNK_ROWS, n), device=device)
+
+
+def row_slices(n: int, dim: int):
+    """Consecutive row slices covering 0 .. n - 1 whose float64 copy of `dim` columns stays near CHUNK_BYTES."""
+    step = max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * dim)))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
 
 
 def clip_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -248,29 +256,38 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
     """(x (G, N, D'), mean (F, D'), std (F, D')): each fold's standardization, after its own PCA if D > pca_dim.
 
     float64 up to MINIBATCH_FROM clips (the L-BFGS optimum stays put to ~1e-6 when the embeddings move
-    by float rounding); above it float32, and float32 input is used as it is, not copied.
+    by float rounding); above it float32, and float32 input (a memory map included) is used as it is, not
+    copied. Nothing (N, D) is built besides that: each fold's PCA basis comes from its training rows (a
+    sample of PCA_SAMPLE_ROWS of them above MINIBATCH_FROM clips) and the rows are projected in chunks, so
+    wide features (6,144-d ECAPA frames) cost their input's memory once, not once per fold and temporary.
     """
     n_folds = int(folds.max()) + 1
     dtype = torch.float64 if len(x) <= MINIBATCH_FROM else torch.float32
-    x_t = torch.as_tensor(np.asarray(x), dtype=dtype)  # (N, D)
+    with warnings.catch_warnings():  # a read-only memory map (--embeddings FILE.npy): only ever read here
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        x_t = torch.as_tensor(np.asarray(x), dtype=dtype)  # (N, D)
     train = torch.as_tensor(folds)[None, :] != torch.arange(n_folds)[:, None]  # (F, N)
     mean, std = _fold_moments(x_t, torch.as_tensor(folds), n_folds)
     if not pca_dim or x.shape[1] <= max(pca_dim, PCA_FROM_DIM):
         return x_t[None], mean, std
-    # The PCA itself in float64 at any N: whitening lifts the weakest kept directions, and a float32
+    # The basis itself in float64 at any N: whitening lifts the weakest kept directions, and a float32
     # range finder moved them enough to change FSDD probabilities by up to 0.25 (measured).
     generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     dim = min(pca_dim, int(train.sum(1).min()) - 1)  # the same P for every fold: at most its training rows - 1
-    x64 = x_t.double()
-    projected = []
+    xp = torch.empty(n_folds, len(x), dim, dtype=dtype)  # (F, N, P)
     for f in range(n_folds):
-        z = (x64 - mean[f]) / std[f]  # (N, D) standardized by fold f's training rows
-        basis = top_components(z[train[f]], dim, generator)  # (D, P), from training rows only
-        projected.append((z @ basis).to(dtype))  # (N, P)
+        rows = np.flatnonzero(train[f].numpy())
+        if len(x) > MINIBATCH_FROM and len(rows) > PCA_SAMPLE_ROWS:
+            rows = np.sort(rng.choice(rows, PCA_SAMPLE_ROWS, replace=False))
+        z = (x_t[torch.as_tensor(rows)].double() - mean[f]) / std[f]  # (S, D) standardized by fold f's training rows
+        basis = top_components(z, dim, generator)  # (D, P)
         del z
-    del x64
-    xp = torch.stack(projected)  # (F, N, P)
-    del projected
+        scaled = basis / std[f][:, None]  # (D, P): ((x - m) / s) B = x (B / s) - m (B / s)
+        shift = (mean[f] @ scaled).to(dtype)  # (P,)
+        scaled = scaled.to(dtype)
+        for rows in row_slices(len(x), x.shape[1]):
+            xp[f, rows] = x_t[rows] @ scaled - shift
     pmean = torch.stack([xp[f][train[f]].double().mean(0) for f in range(n_folds)])  # (F, P), ~0
     pstd = torch.stack([xp[f][train[f]].double().std(0) for f in range(n_folds)]).clamp_min(1e-12)  # (F, P): whitened
     return xp, pmean, pstd
@@ -280,7 +297,7 @@ def _fold_moments(x: torch.Tensor, folds: torch.Tensor, n_folds: int) -> tuple[t
     """Mean and std (F, D) float64 of each fold's training rows (all rows outside fold f), in row chunks."""
     sums = torch.zeros(n_folds, x.shape[1], dtype=torch.float64)  # (F, D) per fold's own rows
     squares = torch.zeros_like(sums)
-    for rows in row_chunks(len(x)):
+    for rows in row_slices(len(x), x.shape[1]):
         chunk = x[rows].double()  # (R, D)
         one_hot = F.one_hot(folds[rows], n_folds).double()  # (R, F)
         sums += one_hot.T @ chunk
@@ -290,16 +307,6 @@ def _fold_moments(x: torch.Tensor, folds: torch.Tensor, n_folds: int) -> tuple[t
     mean = (sums.sum(0) - sums) / n_train
     std = ((squares.sum(0) - squares) / n_train - mean.square()).clamp_min(1e-12).sqrt()
     return mean, std
-
-
-def top_components(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """The top-k principal directions (D, k) of centred rows z (n, D): randomized range finder, seeded."""
-    omega = torch.randn(z.shape[1], k + PCA_OVERSAMPLE, generator=generator, dtype=z.dtype)  # (D, k + o)
-    q = torch.linalg.qr(z @ omega).Q  # (n, k + o)
-    for _ in range(PCA_POWER_ITERATIONS):  # sharpen the spectrum: wide features decay slowly
-        q = torch.linalg.qr(z @ (z.T @ q)).Q
-    _, _, vt = torch.linalg.svd(q.T @ z, full_matrices=False)  # (k + o, D)
-    return vt[:k].T
 
 
 def choose_l2(fold_x, labels, folds, mean, std, n_classes: int, seed: int, accelerator: str,

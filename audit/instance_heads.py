@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from audit.heads import fit_quietly, top_components
+from audit.heads import fit_quietly
+from audit.principal import top_components
 from audit.steps import Steps
 
 TAU = 2.0  # 0.25-8 swept on the digit tag set (2-4 best), 1-4 on the words set (flat): bench/RESULTS.md

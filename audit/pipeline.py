@@ -212,47 +212,38 @@ def out_of_fold(emb: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classe
     return probs
 
 
-MAP_CHUNK_BYTES = 1 << 27  # float64 bytes of embeddings read at once for the 2-D map (128 MiB): flat in N and D
+MAP_CHUNK_BYTES = 1 << 27  # float64 bytes of embeddings read at once to project them on the map (128 MiB)
 MAP_BLOCK = 8  # subspace-iteration vectors for the top 2: a gap of 6 directions makes it converge fast
 MAP_ITERATIONS = 12  # passes over the rows; the map's axes move by < 1e-3 after ~8 on FSDD frame features
+MAP_SAMPLE_ROWS = 10_000  # the axes are fitted on at most this many rows (seeded); every row is then projected
 
 
 def pca_2d(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     """(N, 2) coordinates: the first two principal components of the standardized embeddings.
 
-    Block subspace iteration on the rows, read in chunks (the map needs two directions, not all D):
-    each pass costs O(N D MAP_BLOCK) and nothing (N, D) or (D, D) is built, so 6,144-d frame features
-    cost what 512-d ones do per dimension (a full (D, D) eigh took 109 s at D = 6,144 on 2 cores).
+    The axes: block subspace iteration (the map needs two directions, not all D: a full (D, D) eigh
+    took 109 s at D = 6,144 on 2 cores) on at most MAP_SAMPLE_ROWS rows, a seeded sample above that
+    (the map is for the eye; 14 passes over 100k x 6,144-d rows took 138 s). Every row is then read
+    once, in chunks, to be projected: nothing (N, D) is built.
     """
     n, dim = emb.shape
-    rows = max(1, MAP_CHUNK_BYTES // (8 * dim))
-
-    def chunks():
-        for s in range(0, n, rows):
-            yield np.asarray(emb[s:s + rows], dtype=np.float64)  # (R, D)
-
-    total, squares = np.zeros(dim), np.zeros(dim)
-    for chunk in chunks():
-        total += chunk.sum(0)
-        squares += (chunk**2).sum(0)
-    mean = total / n  # (D,)
-    std = np.sqrt(np.clip(squares / n - mean**2, 0, None)) + 1e-8  # (D,)
-
-    def covariance_times(q):  # (D, M) -> (D, M): the standardized rows' covariance applied to q
-        out = np.zeros_like(q)
-        for chunk in chunks():
-            z = (chunk - mean) / std  # (R, D)
-            out += z.T @ (z @ q)
-        return out / n
-
+    sample = np.sort(np.random.default_rng([seed, 1]).choice(n, MAP_SAMPLE_ROWS, replace=False)) \
+        if n > MAP_SAMPLE_ROWS else slice(None)
+    fit = np.asarray(emb[sample], dtype=np.float64)  # (S, D)
+    mean = fit.mean(0)  # (D,)
+    std = fit.std(0) + 1e-8  # (D,)
+    fit -= mean
+    fit /= std  # standardized, in place
     block = min(MAP_BLOCK, dim)
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, block)))  # (D, M)
     for _ in range(MAP_ITERATIONS):
-        q, _ = np.linalg.qr(covariance_times(q))
-    values, vectors = np.linalg.eigh(q.T @ covariance_times(q))  # (M,), (M, M): Rayleigh-Ritz, ascending
+        q, _ = np.linalg.qr(fit.T @ (fit @ q))
+    values, vectors = np.linalg.eigh(q.T @ (fit.T @ (fit @ q)))  # (M,), (M, M): Rayleigh-Ritz, ascending
+    del fit
     top = q @ vectors[:, ::-1][:, :2]  # (D, 2) the top two directions of the standardized rows
     top = top * np.sign(top.sum(0) + 1e-300)  # a fixed sign per axis: the map doesn't flip between runs
     if top.shape[1] < 2:  # one-dimensional embeddings: a flat second axis
         top = np.concatenate([top, np.zeros((dim, 1))], axis=1)
     axes = top / std[:, None]  # (D, 2) read on the raw rows
-    return np.concatenate([(chunk - mean) @ axes for chunk in chunks()])
+    rows = max(1, MAP_CHUNK_BYTES // (8 * dim))
+    return np.concatenate([(np.asarray(emb[s:s + rows], dtype=np.float64) - mean) @ axes for s in range(0, n, rows)])

@@ -122,7 +122,98 @@ def part_heads(args) -> dict:
     return {"seconds": took, "cv_accuracy": float((probs.argmax(1) == labels).mean()), "peak_rss_mb": peak_rss_mb()}
 
 
-PARTS = {"peak": part_peak, "perfile": part_perfile, "audit": part_audit, "heads": part_heads}
+def part_breakdown(args) -> dict:
+    """Each piece of the embedding stage alone, in sequence, on the same clips (seconds for all of them).
+
+    Decoding pieces (read, hash, health, mix + resample) run in the DataLoader workers during the stage,
+    beside the encoder; forward, pooling, steps and the cache write run in the main process. `forward` is
+    the encoder (fbank, network, the padding fix); `pooling` the frame statistics and their projection
+    (--features frames); `steps` what tag sets add (not run at the defaults for class labels).
+    """
+    from collections import defaultdict
+
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from audit import audio, health
+    from audit.batching import bucket_batches
+    from audit.cache import ShardStore
+    from audit.encoders import resolve
+    from audit.encoders import speechbrain as sb
+    from audit.options import RunOptions
+    from audit.steps import step_means
+
+    files = clips(args.n)
+    opts = RunOptions(encoder=args.encoder, cache_dir=tempfile.mkdtemp(), accelerator="cpu", devices=1,
+                      batch_seconds=args.batch_seconds, progress=False).resolve()
+    took = defaultdict(float)
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            start = time.perf_counter()
+            out = fn(*a, **kw)
+            took[name] += time.perf_counter() - start
+            return out
+        return wrapper
+
+    wavs = []
+    for f in files:
+        start = time.perf_counter()
+        with sf.SoundFile(f) as handle:
+            rate, data = handle.samplerate, handle.read(dtype="float32", always_2d=True)
+        took["read"] += time.perf_counter() - start
+        timed("hash", audio.file_sha1)(f)
+        timed("health", lambda: health.to_meta(health.clip_health(data, rate)))()
+        wavs.append(timed("mix_resample", lambda: audio._resampler(rate, audio.SAMPLE_RATE)(
+            torch.from_numpy(data.mean(axis=1))))())
+    model = sb.load_encoder(resolve(args.encoder).path, Path(tempfile.mkdtemp()))
+    model.encode_batch = timed("forward", model.encode_batch)
+    sb.pooled_stats, sb.project = timed("pooling", sb.pooled_stats), timed("pooling", sb.project)
+    features = opts.features or "frames"
+    seconds = np.array([len(w) / audio.SAMPLE_RATE for w in wavs])
+    batches = bucket_batches(seconds, opts.batch_seconds)
+    embs = np.zeros((len(files), 0), np.float32)
+    for which in ("warm-up", "run"):
+        took.pop("forward", None), took.pop("pooling", None)
+        out = []
+        for rows in batches:
+            longest = max(len(wavs[r]) for r in rows)
+            batch = torch.zeros(len(rows), longest)
+            for b, r in enumerate(rows):
+                batch[b, :len(wavs[r])] = wavs[r]
+            lens = torch.tensor([len(wavs[r]) / longest for r in rows])
+            with torch.inference_mode():
+                out.append(sb.encode_with_steps(model, batch, lens, features, opts.frames_dim, steps=False)[0].numpy())
+        embs = np.concatenate(out)
+    # steps (tag sets only): the step means of the same frames, timed on their own
+    hooked = []
+    pooling = sb._statistics_pooling(model)
+    handle = pooling.register_forward_pre_hook(lambda m, a: hooked.append(a[0]))
+    with torch.inference_mode():
+        for rows in batches[:3]:
+            longest = max(len(wavs[r]) for r in rows)
+            batch = torch.zeros(len(rows), longest)
+            for b, r in enumerate(rows):
+                batch[b, :len(wavs[r])] = wavs[r]
+            model.encode_batch(batch, torch.tensor([len(wavs[r]) / longest for r in rows]))
+    handle.remove()
+    start = time.perf_counter()
+    for x in hooked:
+        step_means(x.float(), torch.full((len(x),), x.shape[-1]), 10)
+    took["steps (3 batches, x batches)"] = (time.perf_counter() - start) * len(batches) / 3
+    store = ShardStore(Path(tempfile.mkdtemp()))
+    start = time.perf_counter()
+    for s in range(0, len(files), opts.shard_clips):
+        store.write([f"{i:040d}" for i in range(s, min(s + opts.shard_clips, len(files)))], embs[s:s + opts.shard_clips],
+                    [], tag="bench", meta={"sha1": ["0" * 40] * len(embs[s:s + opts.shard_clips])})
+    took["cache_write"] = time.perf_counter() - start
+    return {"clips": len(files), "features": features, "dim": int(embs.shape[1]), "batches": len(batches),
+            **{k: round(v, 3) for k, v in took.items()}}
+
+
+PARTS = {"peak": part_peak, "perfile": part_perfile, "audit": part_audit, "heads": part_heads,
+         "breakdown": part_breakdown}
 
 
 def run_part(name: str, args, extra=()) -> dict:

@@ -39,27 +39,36 @@ CLASSES = 50
 FLIP_RATE = 0.02
 CLASS_SPREAD = 0.35  # noise per dimension / centre spread per dimension: classes far apart (CV accuracy ~1)
 LATENT = 16  # each class varies mostly along its own few directions, as real embeddings do
+ISOTROPIC_NOISE = 1.0  # --kind isotropic: noise per dimension = the centres' spread: every direction is noise
 CHUNK = 65_536  # rows generated at once: the generator's memory stays flat as N grows
 STAGES = ("manifest", "embeddings", "heads", "ranking", "data_issues")  # summary.json "seconds"
 # the rest of the wall time: interpreter start, imports, the 2-D map, writing outputs and report.html
 
 
-def make_set(n: int, folder: Path, seed: int = 0) -> tuple[Path, Path, np.ndarray]:
-    """emb.npy (N, D) float32, manifest.csv (path,label) with 2% flipped labels; returns them and the flipped rows."""
+def make_set(n: int, folder: Path, seed: int = 0, dim: int = DIM, kind: str = "clustered") -> tuple[Path, Path, np.ndarray]:
+    """emb.npy (N, D) float32, manifest.csv (path,label) with 2% flipped labels; returns them and the flipped rows.
+
+    clustered: each class is its centre plus small noise plus variation along its own LATENT directions
+    (low intrinsic dimension, as real embeddings). isotropic: centre plus noise as large as the centres'
+    spread in every direction (intrinsic dimension ~D: the k-NN graph's hardest case; classes stay separable).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((CLASSES, DIM)).astype(np.float32)  # (K, D)
-    bases = rng.standard_normal((CLASSES, LATENT, DIM)).astype(np.float32) / np.sqrt(LATENT)  # (K, L, D)
+    centres = rng.standard_normal((CLASSES, dim)).astype(np.float32)  # (K, D)
+    bases = rng.standard_normal((CLASSES, LATENT, dim)).astype(np.float32) / np.sqrt(LATENT)  # (K, L, D)
     truth = rng.permutation(np.arange(n) % CLASSES)  # (N,) balanced classes
     flipped = np.sort(rng.choice(n, size=int(round(FLIP_RATE * n)), replace=False))
     given = truth.copy()
     given[flipped] = (truth[flipped] + rng.integers(1, CLASSES, len(flipped))) % CLASSES  # always another class
     emb_path = folder / "emb.npy"
-    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float32, shape=(n, DIM))
+    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float32, shape=(n, dim))
     for start in range(0, n, CHUNK):
         y = truth[start:start + CHUNK]  # (b,)
+        if kind == "isotropic":
+            emb[start:start + len(y)] = centres[y] + ISOTROPIC_NOISE * rng.standard_normal((len(y), dim), np.float32)
+            continue
         z = rng.standard_normal((len(y), LATENT)).astype(np.float32)  # (b, L)
-        x = centres[y] + CLASS_SPREAD * rng.standard_normal((len(y), DIM)).astype(np.float32)  # (b, D)
+        x = centres[y] + CLASS_SPREAD * rng.standard_normal((len(y), dim)).astype(np.float32)  # (b, D)
         for c in np.unique(y):
             rows = y == c
             x[rows] += 2 * CLASS_SPREAD * (z[rows] @ bases[c])  # (b_c, D)
@@ -169,6 +178,10 @@ def main() -> None:
     parser.add_argument("--rss-cap-mb", type=float, default=12_000,
                         help="stop the run (SIGABRT, stack printed) past this RSS: keeps a shared machine alive")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=DIM, help="embedding width (ECAPA frame features: 6144)")
+    parser.add_argument("--kind", choices=("clustered", "isotropic"), default="clustered",
+                        help="clustered: low intrinsic dimension, as real embeddings; isotropic: noise in every "
+                             "direction, the k-NN graph's hardest case")
     parser.add_argument("--data-issues", action="store_true",
                         help="also run the data-issues stage alone in a fresh process: its seconds and peak RSS, "
                              "and the k-NN graph's recall@10 against exact search on 2,000 rows")
@@ -180,9 +193,9 @@ def main() -> None:
         return _direct(args)
     rows = []
     for n in args.sizes:
-        folder = args.work / str(n)
+        folder = args.work / (str(n) if (args.dim, args.kind) == (DIM, "clustered") else f"{n}-{args.dim}-{args.kind}")
         t = time.perf_counter()
-        emb, manifest, flipped = make_set(n, folder, args.seed)
+        emb, manifest, flipped = make_set(n, folder, args.seed, args.dim, args.kind)
         made = time.perf_counter() - t
         out = folder / "OUT"
         if out.exists():
@@ -193,7 +206,7 @@ def main() -> None:
         summary_file = out / "summary.json"
         summary = json.loads(summary_file.read_text()) if run["rc"] == 0 and summary_file.exists() else {}
         seconds = summary.get("seconds", {})
-        row = dict(n=n, generate_s=made, **run, seconds=seconds,
+        row = dict(n=n, dim=args.dim, kind=args.kind, generate_s=made, **run, seconds=seconds,
                    **(f1(out, flipped) if run["rc"] == 0 else {}),
                    **(data_issues_direct(folder, seed=args.seed) if args.data_issues else {}))
         rows.append(row)

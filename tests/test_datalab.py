@@ -22,6 +22,33 @@ def test_blockwise_knn_graph_matches_brute_force(monkeypatch):
     assert graph.indices.reshape(300, 5)[3, 0] == 7 and graph.data.reshape(300, 5)[3, 0] < 1e-6
 
 
+def test_wide_embeddings_are_searched_in_a_projection_and_reranked_exactly(monkeypatch):
+    """Rows wider than KNN_PROJECT_FROM: candidates from a projection, distances exact in the full width."""
+    rng = np.random.default_rng(1)
+    emb = (rng.normal(size=(400, 6)) @ rng.normal(size=(6, 64)) + 0.05 * rng.normal(size=(400, 64))).astype(np.float32)
+    emb[9] = emb[4]  # an exact duplicate sits at distance 0
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", 100)  # 400 clips: above it, so approximate
+    monkeypatch.setattr(datalab, "KNN_PROJECT_FROM", 32)
+    monkeypatch.setattr(datalab, "KNN_PROJECT_DIM", 8)
+    monkeypatch.setattr(datalab, "KNN_BASIS_ROWS", 150)  # the basis from a sample of rows
+    monkeypatch.setattr(datalab, "RERANK_BLOCK_BYTES", 4 * 64 * 30 * 7)  # 7 rows re-ranked at a time
+    searched = []
+    search = datalab._search
+    monkeypatch.setattr(datalab, "_search", lambda x, k, device: searched.append(x.shape) or search(x, k, device))
+    graph = datalab.knn_graph(emb, k=5)
+    assert searched == [(400, 64), (400, 8)]  # the candidates came from the projection, not the 64-d rows
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    dist = 1 - x.astype(np.float64) @ x.T.astype(np.float64)
+    np.fill_diagonal(dist, np.inf)
+    idx, got = graph.indices.reshape(400, 5), graph.data.reshape(400, 5)
+    np.testing.assert_allclose(got, np.take_along_axis(dist, idx, 1), atol=1e-5)  # exact distances of what it found
+    assert (np.diff(got, axis=1) >= 0).all() and (idx != np.arange(400)[:, None]).all()
+    exact = np.argsort(dist, axis=1)[:, :5]
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, exact)])
+    assert recall > 0.95, recall
+    assert idx[4, 0] == 9 and got[4, 0] < 1e-6
+
+
 def groups_of(sha1, near_sets):
     groups = datalab._duplicate_groups(sha1, near_sets)
     by_group = {g: (set(m["row"]), m["kind"].iloc[0]) for g, m in groups.groupby("group")}

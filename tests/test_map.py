@@ -34,3 +34,15 @@ def test_map_of_one_dimensional_embeddings_has_a_flat_second_axis():
     emb = np.arange(10, dtype=np.float32)[:, None]  # (N, 1)
     out = pca_2d(emb)
     assert out.shape == (10, 2) and np.all(out[:, 1] == 0) and np.ptp(out[:, 0]) > 0
+
+
+def test_map_of_a_large_set_fits_its_axes_on_a_sample(monkeypatch):
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((6, 40)) * 2  # (C, D)
+    emb = (centres[rng.integers(0, 6, 3000)] + rng.standard_normal((3000, 40))).astype(np.float32)  # (N, D)
+    want = _exact_map(emb.astype(np.float64))
+    monkeypatch.setattr("audit.pipeline.MAP_SAMPLE_ROWS", 600)  # axes from 600 of the 3,000 rows
+    got = pca_2d(emb)
+    assert got.shape == (3000, 2)
+    for axis in range(2):
+        assert abs(np.corrcoef(got[:, axis], want[:, axis])[0, 1]) > 0.99
