@@ -34,7 +34,8 @@ def load(source: str, paths: list[str], files: list[str]) -> CachedEmbeddings:
         emb = _parquet(path, paths, files)
     else:
         raise UserError(f"--embeddings {source}: a .npy (N, D) array or a .parquet table with path and embedding")
-    finite = np.isfinite(emb).all(1)  # (N,)
+    step = max(1, (1 << 27) // (4 * max(1, emb.shape[1])))  # rows at once: no (N, D) temporary
+    finite = np.concatenate([np.isfinite(emb[s:s + step]).all(1) for s in range(0, len(emb), step)])  # (N,)
     failed = {i: "no embedding in --embeddings" if np.isnan(emb[i]).all() else "non-finite embedding"
               for i in np.flatnonzero(~finite)}
     return CachedEmbeddings(emb=emb, meta=[{} for _ in paths], failed=failed, n_computed=0,

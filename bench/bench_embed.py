@@ -8,6 +8,8 @@ Each part runs in its own process (so its peak memory is its own), on the same F
   perfile  the reference's loop: read, resample, one encode_batch call per clip
   audit    audit's embedding stage (embed.embed: probe, bucket, DataLoader workers, Lightning
            predict, cache writes), from an empty cache
+  breakdown  each piece of the embedding stage alone on the same clips: read, hash, health, mix and
+           resample (the decoding workers' share), encoder forward, frame pooling, steps, cache write
   heads    audit's K-fold Lightning heads vs sklearn cross_val_predict(LogisticRegression(C=0.01))
            on the same embeddings
 Prints a JSON line per part and a Markdown table; writes bench/out/results.json.
@@ -201,7 +203,7 @@ def part_breakdown(args) -> dict:
     start = time.perf_counter()
     for x in hooked:
         step_means(x.float(), torch.full((len(x),), x.shape[-1]), 10)
-    took["steps (3 batches, x batches)"] = (time.perf_counter() - start) * len(batches) / 3
+    took["steps (tag sets only; from 3 batches)"] = (time.perf_counter() - start) * len(batches) / 3
     store = ShardStore(Path(tempfile.mkdtemp()))
     start = time.perf_counter()
     for s in range(0, len(files), opts.shard_clips):
@@ -251,6 +253,7 @@ def main() -> None:
     mid = len(rounds) // 2
     res["perfile"], res["audit"] = sorted(rounds, key=lambda r: r[1]["clips_per_s"] / r[0]["clips_per_s"])[mid]
     res["ratios"] = ratios
+    res["breakdown"] = run_part("breakdown", args)
     res["heads_audit"] = run_part("heads", args, ("--which", "audit"))
     res["heads_sklearn"] = run_part("heads", args, ("--which", "sklearn"))
     res["peak_after"] = run_part("peak", args)
@@ -279,6 +282,16 @@ def main() -> None:
 | heads: sklearn cross_val_predict LR(C=0.01) | {res['heads_sklearn']['seconds']:.2f} s, CV acc {res['heads_sklearn']['cv_accuracy']:.3f}, peak RSS {res['heads_sklearn']['peak_rss_mb']:.0f} MB |
 | **heads speed-up** | **{s['heads_speedup']:.1f}x** |
 """)
+    b = res["breakdown"]
+    stage = res["audit"]["seconds"] * b["clips"] / res["audit"]["clips"]  # the stage's time for all the clips
+    print(f"Where the embedding stage's time goes ({b['clips']} clips, features {b['features']}, {b['dim']}-d, "
+          f"{b['batches']} batches; each piece alone, in sequence; the stage {stage:.1f} s for as many clips):\n")
+    print("| piece | where it runs | seconds | ms per clip | share of the stage |\n|---|---|---:|---:|---:|")
+    where = {"read": "worker", "hash": "worker", "health": "worker", "mix_resample": "worker"}
+    for name, value in b.items():
+        if isinstance(value, float):
+            print(f"| {name} | {where.get(name, 'main')} | {value:.2f} | {1000 * value / b['clips']:.2f} | "
+                  f"{100 * value / stage:.0f}% |")
 
 
 if __name__ == "__main__":
