@@ -29,9 +29,11 @@ KNN_BLOCK_BYTES = 64 * 2**20  # similarity block in memory at once: memory stays
 # 512-d): they cross here (bench/RESULTS.md). A GPU stays exact at any N.
 EXACT_KNN_MAX = 40_000
 EXACT_KNN_DIM = 512  # ... at this width: wider rows lower the limit so that N^2 D stays the same (11.5k at 6,144-d)
-# NN-descent keeps this many candidates per clip and returns the best k: recall@10 against exact 0.999 at
-# 1M and 0.9997 at 300k (0.995 with 20) on clustered synthetic 512-d embeddings.
-NN_DESCENT_NEIGHBORS = 30
+# NN-descent keeps this many candidates per clip and returns the best k. Recall@10 against exact search on
+# synthetic 512-d sets: clustered (low intrinsic dimension), 0.995 at 300k with 20 (0.9997 with 30);
+# isotropic noise around 50 centres (every direction noise, the hard case), 0.73 at 200k with 20 (0.88
+# with 30) for 30% less time: 30 put a million such clips over 10 minutes (bench/RESULTS.md).
+NN_DESCENT_NEIGHBORS = 20
 NN_DESCENT_OPTIONS: dict = {}  # more pynndescent settings (bench/bench_knn.py tries them)
 NN_DESCENT_SEED = 0
 # Wider embeddings (ECAPA frame features: 6,144-d) are searched in a projection: the unit rows onto their
@@ -76,7 +78,7 @@ def knn_graph(emb: np.ndarray, k: int = KNN_K, device: str = "cpu"):
     return csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
 
 
-def _search(emb: np.ndarray, k: int, device: str):
+def _search(emb: np.ndarray, k: int, device: str, project: bool = True):
     """(distances, columns) of the k nearest: exact on a GPU or up to EXACT_KNN_MAX clips (fewer for rows
     wider than EXACT_KNN_DIM); above, a projection for rows wider than KNN_PROJECT_FROM, else NN-descent."""
     import torch
@@ -84,7 +86,7 @@ def _search(emb: np.ndarray, k: int, device: str):
     n, width = emb.shape
     if torch.device(device).type != "cpu" or n <= EXACT_KNN_MAX * min(1.0, (EXACT_KNN_DIM / width) ** 0.5):
         return exact_knn(emb, k, device)
-    if width > KNN_PROJECT_FROM:
+    if project and width > KNN_PROJECT_FROM:
         return _projected_knn(emb, k, device)
     return _nn_descent_knn(emb, k)
 
@@ -105,7 +107,7 @@ def _projected_knn(emb: np.ndarray, k: int, device: str):
     step = max(1, RERANK_BLOCK_BYTES // (4 * width))
     projected = np.concatenate([np.asarray(emb[s:s + step], dtype=np.float32) @ basis / norms[s:s + step, None]
                                 for s in range(0, n, step)])  # (N, P)
-    _, cand = _search(projected, min(KNN_CANDIDATES, n - 1), device)  # (N, C)
+    _, cand = _search(projected, min(KNN_CANDIDATES, n - 1), device, project=False)  # (N, C)
     del projected
     block = max(1, RERANK_BLOCK_BYTES // (4 * width * cand.shape[1]))
     with warnings.catch_warnings():  # a read-only memory map (--embeddings FILE.npy): only ever read here

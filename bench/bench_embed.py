@@ -5,7 +5,8 @@
 Each part runs in its own process (so its peak memory is its own), on the same FSDD clips:
   peak     fp32 matmul GFLOP/s of this CPU now: the ceiling is peak / (GFLOP per audio second x
            mean clip seconds), so the share of the ceiling reads the same on a noisy machine
-  perfile  the reference's loop: read, resample, one encode_batch call per clip
+  perfile  the reference's loop: read, resample, one encode_batch call per clip (and once more with the
+           checkpoint's denormal weights flushed, as audit's loader does: what batching alone gains)
   audit    audit's embedding stage (embed.embed: probe, bucket, DataLoader workers, Lightning
            predict, cache writes), from an empty cache
   breakdown  each piece of the embedding stage alone on the same clips: read, hash, health, mix and
@@ -66,6 +67,10 @@ def part_perfile(args) -> dict:
 
     files = clips(args.n)
     encoder = load_encoder(resolve(args.encoder).path, Path(tempfile.mkdtemp()))
+    if args.which == "flushed":  # the same loop with audit's one-time fix of the checkpoint (encoders.flush_denormals)
+        from audit.encoders import flush_denormals
+
+        flush_denormals(encoder)
     with torch.inference_mode():
         for f in files[:5]:
             encoder.encode_batch(audio.load(f)[None])
@@ -169,7 +174,10 @@ def part_breakdown(args) -> dict:
         timed("health", lambda: health.to_meta(health.clip_health(data, rate)))()
         wavs.append(timed("mix_resample", lambda: audio._resampler(rate, audio.SAMPLE_RATE)(
             torch.from_numpy(data.mean(axis=1))))())
+    from audit.encoders import flush_denormals
+
     model = sb.load_encoder(resolve(args.encoder).path, Path(tempfile.mkdtemp()))
+    flush_denormals(model)  # as audit.encoders.load does
     model.encode_batch = timed("forward", model.encode_batch)
     sb.pooled_stats, sb.project = timed("pooling", sb.pooled_stats), timed("pooling", sb.project)
     features = opts.features or "frames"
@@ -249,6 +257,7 @@ def main() -> None:
     # and report the median of the per-round ratios, each from a pair measured back to back.
     res = {"peak": run_part("peak", args)}
     rounds = [(run_part("perfile", args), run_part("audit", args)) for _ in range(args.rounds)]
+    res["perfile_flushed"] = run_part("perfile", args, ("--which", "flushed"))
     ratios = sorted(a["clips_per_s"] / p["clips_per_s"] for p, a in rounds)
     mid = len(rounds) // 2
     res["perfile"], res["audit"] = sorted(rounds, key=lambda r: r[1]["clips_per_s"] / r[0]["clips_per_s"])[mid]
@@ -276,6 +285,7 @@ def main() -> None:
 | matmul peak, fp32 | {gflops:.0f} GFLOP/s (before {res['peak']['gflops']:.0f}, after {res['peak_after']['gflops']:.0f}) |
 | ceiling ({kind}, {GFLOP_PER_AUDIO_SECOND[kind]} GFLOP per audio s, mean clip {res['perfile']['mean_clip_seconds']:.3f} s) | {ceiling:.0f} clips/s |
 | reference per-file loop | {res['perfile']['clips_per_s']:.1f} clips/s, peak RSS {res['perfile']['peak_rss_mb']:.0f} MB |
+| the same loop, checkpoint's denormals flushed as audit does (one run) | {res['perfile_flushed']['clips_per_s']:.1f} clips/s: audit {res['audit']['clips_per_s'] / res['perfile_flushed']['clips_per_s']:.2f}x it |
 | audit embedding stage | {res['audit']['clips_per_s']:.1f} clips/s, peak RSS {res['audit']['peak_rss_mb']:.0f} MB |
 | **speed-up** (median of {args.rounds} back-to-back pairs) | **{s['speedup']:.2f}x** (all: {', '.join(f'{r:.2f}' for r in ratios)}), {100 * s['audit_share_of_ceiling']:.0f}% of the ceiling |
 | heads: audit (5 folds, Lightning, L-BFGS) | {res['heads_audit']['seconds']:.2f} s, CV acc {res['heads_audit']['cv_accuracy']:.3f}, peak RSS {res['heads_audit']['peak_rss_mb']:.0f} MB |

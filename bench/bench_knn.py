@@ -6,8 +6,8 @@
 Each variant runs in a fresh process (numba's compile is paid by each, as by every audit run) through
 audit.datalab.knn_graph with the named settings patched in; recall@10 is against exact search on
 --sample rows. Variants: default; neighbors=C (NN-descent candidates); delta=X, iters=I (pynndescent's
-early stop and iteration cap); project=P (search a P-dim projection, exact re-rank: KNN_PROJECT_FROM
-lowered to below the width).
+early stop and iteration cap); any other NNDescent argument (n_trees=8); project=P (search a P-dim projection, exact re-rank: KNN_PROJECT_FROM
+lowered to P).
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def one(emb_path: Path, variant: str, sample: int) -> dict:
         elif name == "candidates":
             datalab.KNN_CANDIDATES = int(value)
         elif name == "project":
-            datalab.KNN_PROJECT_FROM, datalab.KNN_PROJECT_DIM = int(value) - 1, int(value)
-        else:
-            raise SystemExit(f"unknown setting {name}")
+            datalab.KNN_PROJECT_FROM, datalab.KNN_PROJECT_DIM = int(value), int(value)
+        else:  # any other pynndescent.NNDescent argument, e.g. n_trees=8
+            datalab.NN_DESCENT_OPTIONS = {**datalab.NN_DESCENT_OPTIONS, name: float(value) if "." in value else int(value)}
     start = time.perf_counter()
     graph = datalab.knn_graph(emb)
     seconds = time.perf_counter() - start

@@ -34,7 +34,7 @@ def test_wide_embeddings_are_searched_in_a_projection_and_reranked_exactly(monke
     monkeypatch.setattr(datalab, "RERANK_BLOCK_BYTES", 4 * 64 * 30 * 7)  # 7 rows re-ranked at a time
     searched = []
     search = datalab._search
-    monkeypatch.setattr(datalab, "_search", lambda x, k, device: searched.append(x.shape) or search(x, k, device))
+    monkeypatch.setattr(datalab, "_search", lambda x, k, device, **kw: searched.append(x.shape) or search(x, k, device, **kw))
     graph = datalab.knn_graph(emb, k=5)
     assert searched == [(400, 64), (400, 8)]  # the candidates came from the projection, not the 64-d rows
     x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
