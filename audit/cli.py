@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -341,12 +342,22 @@ def cmd_evaluate(argv: list[str]) -> int:
     return 0
 
 
-_started = time.perf_counter()  # summary.json's seconds count from here: main() resets it
+_started = time.perf_counter()  # summary.json's seconds count from here: main() moves it to the process's start
+
+
+def _process_age() -> float:
+    """Seconds since this process started (the interpreter's start and the imports before main); 0 if unknown."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start time, in ticks
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
     global _started
-    _started = time.perf_counter()
+    _started = time.perf_counter() - _process_age()
     argv = sys.argv[1:] if argv is None else argv
     commands = {"run": cmd_run, "evaluate": cmd_evaluate, "report": cmd_report, "fetch": cmd_fetch}
     command = commands.get(argv[0]) if argv else None

@@ -32,7 +32,8 @@ EXACT_KNN_DIM = 512  # ... at this width: wider rows lower the limit so that N^2
 # NN-descent keeps this many candidates per clip and returns the best k. Recall@10 against exact search on
 # synthetic 512-d sets: clustered (low intrinsic dimension), 0.995 at 300k with 20 (0.9997 with 30);
 # isotropic noise around 50 centres (every direction noise, the hard case), 0.73 at 200k with 20 (0.88
-# with 30) for 30% less time: 30 put a million such clips over 10 minutes (bench/RESULTS.md).
+# with 30), for 15-30% less time; a million such clips took 638 s with 30 and older stages, 310 s now
+# with 20 (bench/RESULTS.md).
 NN_DESCENT_NEIGHBORS = 20
 NN_DESCENT_OPTIONS: dict = {}  # more pynndescent settings (bench/bench_knn.py tries them)
 NN_DESCENT_SEED = 0
