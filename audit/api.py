@@ -86,8 +86,9 @@ def run(data, *, out: str | None = None, report_top: int = DEFAULT_REPORT_TOP, *
 def audit(opts: RunOptions, report_top: int = DEFAULT_REPORT_TOP, started: float | None = None) -> Result | None:
     """The run for `opts`, with its outputs written to opts.out if set; None on ranks other than 0.
 
-    `started`: a time.perf_counter() reading when the caller's clock started (the CLI: when audit was
-    imported), so that summary.json's seconds account for the whole run, start-up included.
+    `started`: a time.perf_counter() reading when the caller's clock started (the CLI: when its process
+    started, or when audit.cli was imported for main(argv)), so that summary.json's seconds account for
+    the whole run, start-up included.
     """
     from audit import outputs
     from audit.pipeline import run_audit

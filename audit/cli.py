@@ -342,7 +342,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     return 0
 
 
-_started = time.perf_counter()  # summary.json's seconds count from here: main() moves it to the process's start
+_started = time.perf_counter()  # summary.json's seconds count from here; main() from the command line moves it to the process's start
 
 
 def _process_age() -> float:
@@ -357,8 +357,9 @@ def _process_age() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     global _started
-    _started = time.perf_counter() - _process_age()
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:  # the real command line: the clock starts with the process (interpreter, imports)
+        _started = time.perf_counter() - _process_age()
+        argv = sys.argv[1:]
     commands = {"run": cmd_run, "evaluate": cmd_evaluate, "report": cmd_report, "fetch": cmd_fetch}
     command = commands.get(argv[0]) if argv else None
     try:

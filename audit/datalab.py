@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from audit.rows import row_blocks
+
 ISSUE_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance", "underperforming_group")
 MULTILABEL_TYPES = ("outlier", "near_duplicate", "non_iid")  # what Datalab supports for task="multilabel"
 KNN_K = 10  # neighbours per clip: Datalab's own default
@@ -36,7 +38,7 @@ EXACT_KNN_DIM = 512  # ... at this width: wider rows lower the limit so that N^2
 # with 20 (bench/RESULTS.md).
 NN_DESCENT_NEIGHBORS = 20
 NN_DESCENT_OPTIONS: dict = {}  # more pynndescent settings (bench/bench_knn.py tries them)
-NN_DESCENT_SEED = 0
+NN_DESCENT_SEED = 0  # the same graph, so the same outliers.csv and duplicates.csv, on every run
 # Wider embeddings (ECAPA frame features: 6,144-d) are searched in a projection: the unit rows onto their
 # top KNN_PROJECT_DIM principal directions (from a sample of KNN_BASIS_ROWS rows), KNN_CANDIDATES per clip
 # found there (exact or NN-descent, as above), then re-ranked by their exact cosine distance in the full
@@ -45,7 +47,7 @@ KNN_PROJECT_FROM = 1024
 KNN_PROJECT_DIM = 256  # recall@10 0.90 at 100k x 6,144-d synthetic clusters (128: 0.78 for 6 s less)
 KNN_BASIS_ROWS = 20_000
 KNN_CANDIDATES = 30
-RERANK_BLOCK_BYTES = 64 * 2**20  # candidate rows gathered at once for the exact re-rank  # the same graph, so the same outliers.csv and duplicates.csv, on every run
+RERANK_BLOCK_BYTES = 64 * 2**20  # candidate rows gathered at once for the exact re-rank
 # Datalab's non-IID test compares the neighbours' index distances with those of P random orders and holds
 # P x N x k integers several times over (11.6 GB peak at 1M clips with its default P = 25). P shrinks so
 # that P x N x k stays under this (25 up to 200k clips, 5 at 1M); each permutation's statistic pools N x k
@@ -67,9 +69,10 @@ def knn_graph(emb: np.ndarray, k: int = KNN_K, device: str = "cpu"):
 
     Datalab would build this with a brute-force N x N distance matrix (1.6 GB at 16k clips, measured);
     here nothing N x N is ever held. Up to EXACT_KNN_MAX clips (fewer for wide rows), or on a GPU, the
-    search is exact, a block of rows at a time; above it on the CPU, approximate: NN-descent (pynndescent),
-    recall@10 0.999 at 1M clustered 512-d clips, or for wide rows candidates from a projection re-ranked
-    exactly (_projected_knn). Either way each row holds k (column, distance) pairs.
+    search is exact, a block of rows at a time; above it on the CPU, approximate: NN-descent (pynndescent;
+    recall measured: see NN_DESCENT_NEIGHBORS), or for wide rows candidates from a projection re-ranked
+    exactly (_projected_knn; see KNN_PROJECT_DIM). Either way each row holds k (column, distance) pairs.
+    On a GPU the whole (N, D) float32 array is moved to the device (a million 6,144-d rows: 24.6 GB).
     """
     from scipy.sparse import csr_matrix
 
@@ -93,7 +96,8 @@ def _search(emb: np.ndarray, k: int, device: str, project: bool = True):
 
 
 def _projected_knn(emb: np.ndarray, k: int, device: str):
-    """exact_knn's result for wide rows: candidates from a projection, re-ranked exactly (see KNN_PROJECT_FROM)."""
+    """exact_knn's result for wide rows: candidates from a projection, re-ranked exactly (see KNN_PROJECT_FROM).
+    CPU only (_search sends a GPU to exact_knn); `device` is passed on to the candidates' own search."""
     import torch
 
     from audit.principal import top_components
@@ -101,14 +105,15 @@ def _projected_knn(emb: np.ndarray, k: int, device: str):
     n, width = emb.shape
     norms = np.sqrt(sum_of_squares(emb)).clip(1e-12)  # (N,)
     sample = np.sort(np.random.default_rng(NN_DESCENT_SEED).choice(n, min(n, KNN_BASIS_ROWS), replace=False))
-    unit = torch.as_tensor(np.asarray(emb[sample], dtype=np.float64) / norms[sample, None])  # (S, D)
+    unit = np.asarray(emb[sample], dtype=np.float64)  # (S, D): a copy (indexed), normalized in place
+    unit /= norms[sample, None]
+    unit = torch.as_tensor(unit)
     basis = top_components(unit, min(KNN_PROJECT_DIM, len(sample) - 1, width),
                            torch.Generator().manual_seed(NN_DESCENT_SEED)).float().numpy()  # (D, P)
     del unit
-    step = max(1, RERANK_BLOCK_BYTES // (4 * width))
-    projected = np.concatenate([np.asarray(emb[s:s + step], dtype=np.float32) @ basis / norms[s:s + step, None]
-                                for s in range(0, n, step)])  # (N, P)
-    _, cand = _search(projected, min(KNN_CANDIDATES, n - 1), device, project=False)  # (N, C)
+    projected = np.concatenate([np.asarray(emb[rows], dtype=np.float32) @ basis / norms[rows, None]
+                                for rows in row_blocks(n, width, 4, RERANK_BLOCK_BYTES)])  # (N, P)
+    _, cand = _search(projected, min(max(KNN_CANDIDATES, k), n - 1), device, project=False)  # (N, C)
     del projected
     block = max(1, RERANK_BLOCK_BYTES // (4 * width * cand.shape[1]))
     with warnings.catch_warnings():  # a read-only memory map (--embeddings FILE.npy): only ever read here
@@ -128,9 +133,8 @@ def _projected_knn(emb: np.ndarray, k: int, device: str):
 
 def sum_of_squares(emb: np.ndarray) -> np.ndarray:
     """(N,) float64 squared norm of each row, a block of rows at a time (a memory map is read once)."""
-    step = max(1, RERANK_BLOCK_BYTES // (8 * emb.shape[1]))
-    return np.concatenate([np.square(np.asarray(emb[s:s + step], dtype=np.float64)).sum(1)
-                           for s in range(0, len(emb), step)])
+    return np.concatenate([np.square(np.asarray(emb[rows], dtype=np.float64)).sum(1)
+                           for rows in row_blocks(*emb.shape, 8, RERANK_BLOCK_BYTES)])
 
 
 def exact_knn(emb: np.ndarray, k: int, device: str = "cpu", rows: np.ndarray | None = None):
@@ -157,8 +161,9 @@ def _nn_descent_knn(emb: np.ndarray, k: int):
     """exact_knn's result from NN-descent: approximate (recall measured: see NN_DESCENT_NEIGHBORS).
 
     pynndescent (over faiss-cpu and hnswlib, measured at 100k-1M clips, 512-d, 2 cores) because a self-k-NN
-    graph is exactly what NN-descent builds, with no separate query pass: at 1M clips 152 s at recall
-    0.999, where faiss HNSW took 343 s at 0.936 (IVF and PCA-reduced indexes were slower or lost recall).
+    graph is exactly what NN-descent builds, with no separate query pass: at 1M clustered clips with 30
+    candidates 152 s at recall 0.999, where faiss HNSW took 343 s at 0.936 (IVF and PCA-reduced indexes were
+    slower or lost recall).
     """
     from pynndescent import NNDescent
 
@@ -195,8 +200,8 @@ def find_data_issues(emb: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray
     # restored afterwards (the caller's, e.g. a notebook's, stay as they were).
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _logger_level("cleanlab", logging.ERROR):
         warnings.simplefilter("ignore")
-        # the graph alone: every type asked for reads it (the same issues as with `features` too, checked on a
-        # 3,000-clip set), and Datalab has no (N, D) array of its own to hold or copy
+        # the graph alone: the neighbour-based types (outlier, near_duplicate, non_iid) read it (the same issues
+        # as with `features` too, checked on a 3,000-clip set), and Datalab has no (N, D) array to hold or copy
         lab.find_issues(pred_probs=pred_probs, knn_graph=knn_graph(emb, device=device),
                         issue_types={t: _issue_args(t, len(emb)) for t in types})
     summary = lab.get_issue_summary().reset_index(drop=True)

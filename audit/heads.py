@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from audit.folds import inner_folds
-from audit.principal import top_components
 from audit.labels import Labels
 from audit.options import DEFAULT_L2, MIN_FOLDS, PCA_FROM_DIM
+from audit.principal import top_components
+from audit.rows import row_blocks
 
 log = logging.getLogger(__name__)
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # on standardized features; a decade apart
@@ -51,7 +52,6 @@ ADAM_LR = 0.02  # on standardized features; decayed linearly to 0 over the run
 PCA_SAMPLE_ROWS = 20_000  # above MINIBATCH_FROM clips, a fold's PCA basis is fitted on this many of its rows
 HELD_OUT_ROWS = 20_000  # per outer fold: the inner held-out rows calibration is fitted on, at most
 CHUNK_ROWS = 65_536  # rows at once wherever every clip is read outside training (moments, probabilities)
-CHUNK_BYTES = 1 << 27  # and at most this many bytes of float64 input rows at once (wide features: 6,144-d)
 LBFGS_ITERATIONS = 200  # the problem is convex and small: L-BFGS converges well within this
 # Stop when no gradient entry exceeds 1e-6 (sklearn's lbfgs stops at 1e-4): float64 keeps the optimum
 # itself stable to ~1e-6 when the embeddings move by float rounding (threads, ranks).
@@ -148,13 +148,6 @@ def row_chunks(n: int, device=None):
     """Row ids (R,) of consecutive chunks of at most CHUNK_ROWS rows, covering 0 .. n - 1."""
     for start in range(0, n, CHUNK_ROWS):
         yield torch.arange(start, min(start + CHUNK_ROWS, n), device=device)
-
-
-def row_slices(n: int, dim: int):
-    """Consecutive row slices covering 0 .. n - 1 whose float64 copy of `dim` columns stays near CHUNK_BYTES."""
-    step = max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * dim)))
-    for start in range(0, n, step):
-        yield slice(start, min(start + step, n))
 
 
 def clip_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -256,10 +249,11 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
     """(x (G, N, D'), mean (F, D'), std (F, D')): each fold's standardization, after its own PCA if D > pca_dim.
 
     float64 up to MINIBATCH_FROM clips (the L-BFGS optimum stays put to ~1e-6 when the embeddings move
-    by float rounding); above it float32, and float32 input (a memory map included) is used as it is, not
-    copied. Nothing (N, D) is built besides that: each fold's PCA basis comes from its training rows (a
-    sample of PCA_SAMPLE_ROWS of them above MINIBATCH_FROM clips) and the rows are projected in chunks, so
-    wide features (6,144-d ECAPA frames) cost their input's memory once, not once per fold and temporary.
+    by float rounding), so float32 input is copied once to float64 there (at most 2.5 GB: 50k x 6,144-d);
+    above it float32, and float32 input (a memory map included) is used as it is, not copied. Nothing else
+    (N, D) is built: each fold's PCA basis comes from its training rows (a sample of PCA_SAMPLE_ROWS of them
+    above MINIBATCH_FROM clips) and the rows are centred and projected in float64 a block at a time, so
+    wide features (6,144-d ECAPA frames) cost that input once, not once per fold and temporary.
     """
     n_folds = int(folds.max()) + 1
     dtype = torch.float64 if len(x) <= MINIBATCH_FROM else torch.float32
@@ -277,17 +271,17 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
     dim = min(pca_dim, int(train.sum(1).min()) - 1)  # the same P for every fold: at most its training rows - 1
     xp = torch.empty(n_folds, len(x), dim, dtype=dtype)  # (F, N, P)
     for f in range(n_folds):
-        rows = np.flatnonzero(train[f].numpy())
-        if len(x) > MINIBATCH_FROM and len(rows) > PCA_SAMPLE_ROWS:
-            rows = np.sort(rng.choice(rows, PCA_SAMPLE_ROWS, replace=False))
-        z = (x_t[torch.as_tensor(rows)].double() - mean[f]) / std[f]  # (S, D) standardized by fold f's training rows
+        sample = np.flatnonzero(train[f].numpy())
+        if len(x) > MINIBATCH_FROM and len(sample) > PCA_SAMPLE_ROWS:
+            sample = np.sort(rng.choice(sample, PCA_SAMPLE_ROWS, replace=False))
+        z = x_t[torch.as_tensor(sample)].double()  # (S, D): a copy (indexed), standardized in place below
+        z -= mean[f]
+        z /= std[f]
         basis = top_components(z, dim, generator)  # (D, P)
         del z
-        scaled = basis / std[f][:, None]  # (D, P): ((x - m) / s) B = x (B / s) - m (B / s)
-        shift = (mean[f] @ scaled).to(dtype)  # (P,)
-        scaled = scaled.to(dtype)
-        for rows in row_slices(len(x), x.shape[1]):
-            xp[f, rows] = x_t[rows] @ scaled - shift
+        scaled = basis / std[f][:, None]  # (D, P): ((x - m) / s) B = (x - m) (B / s)
+        for rows in row_blocks(len(x), x.shape[1], max_rows=CHUNK_ROWS):  # centred in float64, then stored
+            xp[f, rows] = ((x_t[rows].double() - mean[f]) @ scaled).to(dtype)
     pmean = torch.stack([xp[f][train[f]].double().mean(0) for f in range(n_folds)])  # (F, P), ~0
     pstd = torch.stack([xp[f][train[f]].double().std(0) for f in range(n_folds)]).clamp_min(1e-12)  # (F, P): whitened
     return xp, pmean, pstd
@@ -297,7 +291,7 @@ def _fold_moments(x: torch.Tensor, folds: torch.Tensor, n_folds: int) -> tuple[t
     """Mean and std (F, D) float64 of each fold's training rows (all rows outside fold f), in row chunks."""
     sums = torch.zeros(n_folds, x.shape[1], dtype=torch.float64)  # (F, D) per fold's own rows
     squares = torch.zeros_like(sums)
-    for rows in row_slices(len(x), x.shape[1]):
+    for rows in row_blocks(len(x), x.shape[1], max_rows=CHUNK_ROWS):
         chunk = x[rows].double()  # (R, D)
         one_hot = F.one_hot(folds[rows], n_folds).double()  # (R, F)
         sums += one_hot.T @ chunk

@@ -16,6 +16,7 @@ import pandas as pd
 from audit import health
 from audit.errors import UserError
 from audit.options import AUTO, RunOptions
+from audit.rows import row_blocks
 
 if TYPE_CHECKING:
     from audit.steps import Steps
@@ -212,7 +213,6 @@ def out_of_fold(emb: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classe
     return probs
 
 
-MAP_CHUNK_BYTES = 1 << 27  # float64 bytes of embeddings read at once to project them on the map (128 MiB)
 MAP_BLOCK = 8  # subspace-iteration vectors for the top 2: a gap of 6 directions makes it converge fast
 MAP_ITERATIONS = 12  # passes over the rows; the map's axes move by < 1e-3 after ~8 on FSDD frame features
 MAP_SAMPLE_ROWS = 10_000  # the axes are fitted on at most this many rows (seeded); every row is then projected
@@ -229,7 +229,7 @@ def pca_2d(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     n, dim = emb.shape
     sample = np.sort(np.random.default_rng([seed, 1]).choice(n, MAP_SAMPLE_ROWS, replace=False)) \
         if n > MAP_SAMPLE_ROWS else slice(None)
-    fit = np.asarray(emb[sample], dtype=np.float64)  # (S, D)
+    fit = np.array(emb[sample], dtype=np.float64)  # (S, D): a copy, standardized in place below
     mean = fit.mean(0)  # (D,)
     std = fit.std(0) + 1e-8  # (D,)
     fit -= mean
@@ -245,5 +245,4 @@ def pca_2d(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     if top.shape[1] < 2:  # one-dimensional embeddings: a flat second axis
         top = np.concatenate([top, np.zeros((dim, 1))], axis=1)
     axes = top / std[:, None]  # (D, 2) read on the raw rows
-    rows = max(1, MAP_CHUNK_BYTES // (8 * dim))
-    return np.concatenate([(np.asarray(emb[s:s + rows], dtype=np.float64) - mean) @ axes for s in range(0, n, rows)])
+    return np.concatenate([(np.asarray(emb[rows], dtype=np.float64) - mean) @ axes for rows in row_blocks(n, dim)])

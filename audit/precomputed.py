@@ -18,6 +18,7 @@ import numpy as np
 
 from audit.embed import CachedEmbeddings
 from audit.errors import UserError, one_line
+from audit.rows import row_blocks
 
 EMBEDDING_COLUMN = "embedding"
 
@@ -34,8 +35,7 @@ def load(source: str, paths: list[str], files: list[str]) -> CachedEmbeddings:
         emb = _parquet(path, paths, files)
     else:
         raise UserError(f"--embeddings {source}: a .npy (N, D) array or a .parquet table with path and embedding")
-    step = max(1, (1 << 27) // (4 * max(1, emb.shape[1])))  # rows at once: no (N, D) temporary
-    finite = np.concatenate([np.isfinite(emb[s:s + step]).all(1) for s in range(0, len(emb), step)])  # (N,)
+    finite = np.concatenate([np.isfinite(emb[rows]).all(1) for rows in row_blocks(*emb.shape, itemsize=4)])  # (N,)
     failed = {i: "no embedding in --embeddings" if np.isnan(emb[i]).all() else "non-finite embedding"
               for i in np.flatnonzero(~finite)}
     return CachedEmbeddings(emb=emb, meta=[{} for _ in paths], failed=failed, n_computed=0,

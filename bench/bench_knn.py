@@ -45,7 +45,7 @@ def one(emb_path: Path, variant: str, sample: int) -> dict:
         elif name == "project":
             datalab.KNN_PROJECT_FROM, datalab.KNN_PROJECT_DIM = int(value), int(value)
         else:  # any other pynndescent.NNDescent argument, e.g. n_trees=8
-            datalab.NN_DESCENT_OPTIONS = {**datalab.NN_DESCENT_OPTIONS, name: float(value) if "." in value else int(value)}
+            datalab.NN_DESCENT_OPTIONS = {**datalab.NN_DESCENT_OPTIONS, name: int(value) if value.lstrip("-").isdigit() else float(value)}
     start = time.perf_counter()
     graph = datalab.knn_graph(emb)
     seconds = time.perf_counter() - start

@@ -49,6 +49,17 @@ def test_wide_embeddings_are_searched_in_a_projection_and_reranked_exactly(monke
     assert idx[4, 0] == 9 and got[4, 0] < 1e-6
 
 
+def test_projected_search_keeps_k_candidates_when_k_exceeds_the_setting(monkeypatch):
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(200, 48)).astype(np.float32)
+    monkeypatch.setattr(datalab, "EXACT_KNN_MAX", 50)
+    monkeypatch.setattr(datalab, "KNN_PROJECT_FROM", 32)
+    monkeypatch.setattr(datalab, "KNN_PROJECT_DIM", 8)
+    monkeypatch.setattr(datalab, "KNN_CANDIDATES", 3)  # fewer than the k asked for
+    graph = datalab.knn_graph(emb, k=5)
+    assert (np.diff(graph.indptr) == 5).all()
+
+
 def groups_of(sha1, near_sets):
     groups = datalab._duplicate_groups(sha1, near_sets)
     by_group = {g: (set(m["row"]), m["kind"].iloc[0]) for g, m in groups.groupby("group")}

@@ -26,8 +26,15 @@ def test_map_is_the_top_two_principal_components(n, dim):
 def test_map_is_the_same_every_run_and_for_any_chunking(monkeypatch):
     emb = np.random.default_rng(1).standard_normal((300, 50)).astype(np.float32)
     first = pca_2d(emb)
-    monkeypatch.setattr("audit.pipeline.MAP_CHUNK_BYTES", 8 * 50 * 7)  # 7 rows a chunk
+    monkeypatch.setattr("audit.rows.BLOCK_BYTES", 8 * 50 * 7)  # 7 rows a block
     np.testing.assert_allclose(pca_2d(emb), first, atol=1e-9)
+
+
+def test_map_leaves_the_callers_embeddings_alone():
+    emb = np.random.default_rng(3).standard_normal((50, 8))  # float64, fewer rows than the sample: no copy made by a cast
+    before = emb.copy()
+    pca_2d(emb)
+    np.testing.assert_array_equal(emb, before)
 
 
 def test_map_of_one_dimensional_embeddings_has_a_flat_second_axis():

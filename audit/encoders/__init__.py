@@ -105,7 +105,8 @@ def load(encoder: Encoder, opts, savedir: Path):
 
 
 def flush_denormals(module) -> int:
-    """Sets the module's weights and buffers below float32's smallest normal number to zero; returns how many.
+    """Sets the module's weights and buffers below their dtype's smallest normal number (float32: 1.2e-38) to
+    zero; returns how many.
 
     Trained checkpoints carry such values (SpeechBrain's ECAPA: 73,418, the weights of dead channels), and on
     a CPU every multiply with one can take a microcode assist: ECAPA's forward on 17 FSDD-length clips took
