@@ -87,8 +87,8 @@ def audit(opts: RunOptions, report_top: int = DEFAULT_REPORT_TOP, started: float
     """The run for `opts`, with its outputs written to opts.out if set; None on ranks other than 0.
 
     `started`: a time.perf_counter() reading when the caller's clock started (the CLI: when its process
-    started, or when audit.cli was imported for main(argv)), so that summary.json's seconds account for
-    the whole run, start-up included.
+    started, or when main(argv) was called from Python), so that summary.json's seconds account for the
+    whole run, start-up included.
     """
     from audit import outputs
     from audit.pipeline import run_audit

@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the real command line: the clock starts with the process (interpreter, imports)
         _started = time.perf_counter() - _process_age()
         argv = sys.argv[1:]
+    else:  # from Python (tests, a notebook calling it again): from this call
+        _started = time.perf_counter()
     commands = {"run": cmd_run, "evaluate": cmd_evaluate, "report": cmd_report, "fetch": cmd_fetch}
     command = commands.get(argv[0]) if argv else None
     try:

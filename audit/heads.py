@@ -279,9 +279,11 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
         z /= std[f]
         basis = top_components(z, dim, generator)  # (D, P)
         del z
-        scaled = basis / std[f][:, None]  # (D, P): ((x - m) / s) B = (x - m) (B / s)
-        for rows in row_blocks(len(x), x.shape[1], max_rows=CHUNK_ROWS):  # centred in float64, then stored
-            xp[f, rows] = ((x_t[rows].double() - mean[f]) @ scaled).to(dtype)
+        scaled = (basis / std[f][:, None]).to(dtype)  # (D, P): ((x - m) / s) B = (x - m) (B / s)
+        for rows in row_blocks(len(x), x.shape[1], max_rows=CHUNK_ROWS):
+            # centred in float64 (a float32 shift after the product cancelled: wide features' means are
+            # large), multiplied in the run's dtype. Out of place: x_t[rows].double() is x_t itself in float64
+            xp[f, rows] = (x_t[rows].double() - mean[f]).to(dtype) @ scaled
     pmean = torch.stack([xp[f][train[f]].double().mean(0) for f in range(n_folds)])  # (F, P), ~0
     pstd = torch.stack([xp[f][train[f]].double().std(0) for f in range(n_folds)]).clamp_min(1e-12)  # (F, P): whitened
     return xp, pmean, pstd

@@ -229,7 +229,9 @@ def pca_2d(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     n, dim = emb.shape
     sample = np.sort(np.random.default_rng([seed, 1]).choice(n, MAP_SAMPLE_ROWS, replace=False)) \
         if n > MAP_SAMPLE_ROWS else slice(None)
-    fit = np.array(emb[sample], dtype=np.float64)  # (S, D): a copy, standardized in place below
+    fit = np.asarray(emb[sample], dtype=np.float64)  # (S, D), standardized in place below: never the caller's
+    if np.may_share_memory(fit, emb):
+        fit = fit.copy()
     mean = fit.mean(0)  # (D,)
     std = fit.std(0) + 1e-8  # (D,)
     fit -= mean

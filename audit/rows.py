@@ -1,11 +1,12 @@
-"""Row blocks: read a wide (N, D) array (a memory map, a tensor) a block of rows at a time, so that no
-(N, D) temporary, float64 copy or normalized copy is ever built. Used by every stage that touches all
-the rows after the encoder: the heads' moments and projections, the k-NN graph, the 2-D map, the
-finiteness check of --embeddings."""
+"""Row blocks: read a wide (N, D) array (a memory map, a tensor) a block of rows at a time, so that the
+reader's float64 or normalized working copy is one block, not (N, D). Its readers: the heads' per-fold
+moments and projections, the k-NN projection's norms and projected rows, the 2-D map's projection, the
+finiteness check of --embeddings. (What still holds (N, D): see each stage's docstring: the heads' float64
+input up to 50k clips, exact k-NN's normalized rows up to its limit, pynndescent's own copy.)"""
 
 from __future__ import annotations
 
-BLOCK_BYTES = 1 << 27  # 128 MiB of one block's working copy: 5,461 rows of 6,144-d float32 -> float64
+BLOCK_BYTES = 1 << 27  # 128 MiB of one block's working copy: 2,730 rows of 6,144-d float64
 
 
 def row_blocks(n: int, dim: int, itemsize: int = 8, block_bytes: int | None = None, max_rows: int | None = None):
