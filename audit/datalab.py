@@ -115,16 +115,15 @@ def _projected_knn(emb: np.ndarray, k: int, device: str):
                                 for rows in row_blocks(n, width, 4, RERANK_BLOCK_BYTES)])  # (N, P)
     _, cand = _search(projected, min(max(KNN_CANDIDATES, k), n - 1), device, project=False)  # (N, C)
     del projected
-    block = max(1, RERANK_BLOCK_BYTES // (4 * width * cand.shape[1]))
     with warnings.catch_warnings():  # a read-only memory map (--embeddings FILE.npy): only ever read here
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         x = torch.as_tensor(np.asarray(emb, dtype=np.float32))  # (N, D), not copied when float32 already
     sims = np.empty(cand.shape, dtype=np.float32)  # (N, C) exact cosine similarity
-    for s in range(0, n, block):
-        c = torch.as_tensor(cand[s:s + block])  # (b, C)
+    for rows in row_blocks(n, width * cand.shape[1], 4, RERANK_BLOCK_BYTES):  # b rows' C candidates at once
+        c = torch.as_tensor(cand[rows])  # (b, C)
         others = x.index_select(0, c.reshape(-1)).view(*c.shape, width)  # (b, C, D): threaded, unlike numpy's take
-        dots = torch.bmm(others, x[s:s + block, :, None])[..., 0].numpy()  # (b, C)
-        sims[s:s + block] = dots / (norms[s:s + block, None] * norms[cand[s:s + block]])
+        dots = torch.bmm(others, x[rows, :, None])[..., 0].numpy()  # (b, C)
+        sims[rows] = dots / (norms[rows, None] * norms[cand[rows]])
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # (N, k)
     idx = np.take_along_axis(cand, order, 1).astype(np.int64)
     dist = (1 - np.take_along_axis(sims, order, 1)).astype(np.float64).clip(0)
@@ -145,10 +144,9 @@ def exact_knn(emb: np.ndarray, k: int, device: str = "cpu", rows: np.ndarray | N
     n = len(emb)
     x = torch.nn.functional.normalize(torch.as_tensor(emb, dtype=torch.float32, device=device), dim=1)  # (N, D)
     rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.int64)  # (R,)
-    block = max(1, KNN_BLOCK_BYTES // (4 * n))
     dist, idx = [], []
-    for start in range(0, len(rows), block):
-        q = rows[start:start + block].to(device)  # (b,)
+    for part in row_blocks(len(rows), n, 4, KNN_BLOCK_BYTES):  # b query rows' (b, N) similarities at once
+        q = rows[part].to(device)  # (b,)
         sim = x[q] @ x.T  # (b, N)
         sim[torch.arange(len(q), device=device), q] = -float("inf")  # not itself
         top = sim.topk(k, dim=1)  # sorted, most similar first

@@ -252,7 +252,7 @@ def fold_inputs(x: np.ndarray, folds: np.ndarray, pca_dim: int | None, seed: int
     by float rounding), so float32 input is copied once to float64 there (at most 2.5 GB: 50k x 6,144-d);
     above it float32, and float32 input (a memory map included) is used as it is, not copied. Nothing else
     (N, D) is built: each fold's PCA basis comes from its training rows (a sample of PCA_SAMPLE_ROWS of them
-    above MINIBATCH_FROM clips) and the rows are centred and projected in float64 a block at a time, so
+    above MINIBATCH_FROM clips) and the rows are centred (in float64) and projected a block at a time, so
     wide features (6,144-d ECAPA frames) cost that input once, not once per fold and temporary.
     """
     n_folds = int(folds.max()) + 1

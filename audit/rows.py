@@ -1,7 +1,7 @@
 """Row blocks: read a wide (N, D) array (a memory map, a tensor) a block of rows at a time, so that the
 reader's float64 or normalized working copy is one block, not (N, D). Its readers: the heads' per-fold
-moments and projections, the k-NN projection's norms and projected rows, the 2-D map's projection, the
-finiteness check of --embeddings. (What still holds (N, D): see each stage's docstring: the heads' float64
+moments and projections, the k-NN projection's norms, projected rows and exact re-rank, exact k-NN's
+query blocks, the 2-D map's projection, the finiteness check of --embeddings. (What still holds (N, D): see each stage's docstring: the heads' float64
 input up to 50k clips, exact k-NN's normalized rows up to its limit, pynndescent's own copy.)"""
 
 from __future__ import annotations
