@@ -50,7 +50,8 @@ FILTER_BY = (ESTIMATE, "prune_by_noise_rate", "prune_by_class", "both", "confide
              "predicted_neq_given", "low_normalized_margin", "low_self_confidence")
 # estimate: cleanlab's prune_by_class flags were within 0.03 F1 of the best cut of the same ranking and 15% of
 # the true count on 4 of 30 set x noise cells (10 sets, 3 repeats); the top of the ranking at
-# issue_count.py's estimate on 17, with an equal or higher F1 on every cell (bench/cut_study.py, bench/RESULTS.md).
+# issue_count.py's estimate on 25 (6 repeats; 17 with the estimate before 2026-12-03), with an equal or higher
+# F1 on every cell (bench/cut_study.py, bench/RESULTS.md).
 DEFAULT_FILTER_BY = ESTIMATE
 # Tag sets get it too (F1 0.870 -> 0.874 and 0.875 -> 0.899, counts 0.80x -> 1.11x and 1.05x of
 # the corrupted clips on the digit tag set, bench/RESULTS.md); a flagged clip's changed tags come from

@@ -14,12 +14,16 @@ same probabilities:
     size (the flagged set a run with that rule would give): issue_count.py's three rules and their
     median (the run's estimate, with its bootstrap range: does it hold the true count?);
   - cleanlab's find_label_issues as audit flagged before (prune_by_class; confident_learning on tag
-    sets), for comparison;
+    sets), and on class labels the estimate audit used until 2026-12-03 (the median of the mixture,
+    prune_by_class and both), for comparison;
   - the oracle: the top of the ranking at the true number of flips. Where even it is more than 0.03 F1
     below the best cut, no count estimate meets issue 19's bar on that cell.
 Each fit's probabilities are kept in bench/out/cut_probs/ (`--rescore` scores them again with the current
 issue_count.py, without refitting). Writes bench/out/cut_study.json and prints per set and setting the
 mean over repeats (F1 gap to the best cut, count / flips) and the markdown table of bench/RESULTS.md.
+`--first-repeat 3` numbers the repeats from 3: fresh flips and folds, to check out of sample a rule that
+was chosen on repeats 0-2. `--clean` fits each set's labels as published (no flips) and prints what a run
+would report there, the estimate beside the previous one and cleanlab's counts.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ OUT = ROOT / "bench" / "out"
 SETTINGS = (("uniform", 0.05), ("uniform", 0.10), ("confusable", 0.05))
 METHODS = ("none", "temperature")  # vector scaling raised the held-out log-loss on every set in a first pass (1 repeat)
 TAG_SETTINGS = (("tags", 0.05), ("tags", 0.10))  # one tag dropped or swapped per corrupted clip
+PREVIOUS = "previous estimate (mixture, prune_by_class, both)"  # class labels' estimate until 2026-12-03
 
 
 def f1_at(flipped: np.ndarray, order: np.ndarray, n: int) -> float:
@@ -74,6 +79,12 @@ def score(base: dict, p: np.ndarray, noisy: np.ndarray, flipped: np.ndarray, see
     rules["estimate (median)"] = (c.estimate, None, (c.low, c.high))
     for rule, count in c.rules.items():
         rules[rule] = (count, None, None)
+    if not multi:  # the class-label estimate until 2026-12-03, on the same fits: is the new one better out of sample?
+        from cleanlab.filter import find_label_issues as cleanlab_find
+
+        previous = [c.rules["mixture"]] + [int(cleanlab_find(noisy, p, filter_by=r).sum())
+                                           for r in ("prune_by_class", "both")]
+        rules[PREVIOUS] = (float(np.median(previous)), None, None)
     # what no count can beat: the top of the ranking at the true number of flips (is the bar reachable?)
     rules["true count (oracle)"] = (int(flipped.sum()), None, None)
     records = []
@@ -102,7 +113,7 @@ def rescore(records: list[dict]) -> list[dict]:
     return out
 
 
-def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS) -> list[dict]:
+def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS, first: int = 0) -> list[dict]:
     from audit import calibration, heads, instance_heads
     from audit.evaluate import corrupt_tags, flip_labels
     from audit.folds import fold_ids
@@ -121,7 +132,7 @@ def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS) 
         confusion = np.stack([clean[labels == c].mean(0) for c in range(k)])
     records = []
     for kind, noise in (TAG_SETTINGS if multi else SETTINGS):
-        for r in range(repeats):
+        for r in range(first, first + repeats):
             rng = np.random.default_rng([seed, r, int(round(noise * 1e6))])
             noisy, flipped = corrupt_tags(labels, noise, rng) if multi else \
                 flip_labels(labels, k, noise, kind, rng, confusion)
@@ -143,6 +154,29 @@ def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS) 
                         "calibration": method, "heads_s": round(heads_s, 2), "calibration_s": round(cal_s, 3)}
                 records += score(base, p, noisy, flipped, seed + r)
     return records
+
+
+def clean_counts(name: str, seed: int = 0) -> dict:
+    """The count on the labels as published (no flips): what a run on a healthy set reports, old rule beside new."""
+    from cleanlab.filter import find_label_issues as cleanlab_find
+
+    from audit import heads, issue_count
+    from audit.folds import fold_ids
+    from audit.options import DEFAULT_L2, task_defaults
+    from embed_sets import load
+
+    d = load(name)
+    emb, labels = d["emb"], d["labels"]
+    k = len(d["classes"])
+    p = heads.out_of_fold_probs(emb, labels, fold_ids(labels, 5, seed), k, seed=seed, l2=DEFAULT_L2,
+                                pca_dim=task_defaults(False)[0])
+    quality = p[np.arange(len(labels)), labels]
+    c = issue_count.estimate(labels, p, quality, seed=seed)
+    previous = [c.rules["mixture"]] + [int(cleanlab_find(labels, p, filter_by=r).sum())
+                                       for r in ("prune_by_class", "both")]
+    return {"set": name, "n": len(labels), "classes": k, "estimate": c.estimate, "low": c.low, "high": c.high,
+            **c.rules, "previous": float(np.median(previous)), "prune_by_class": previous[1], "both": previous[2],
+            "predicted_neq_given": int((p.argmax(1) != labels).sum())}
 
 
 def summarize(records: list[dict]) -> None:
@@ -204,15 +238,26 @@ def main() -> None:
                                                    "words", "ravdess", "arabic-digits", "ukrainian-digits",
                                                    "bengali-digits", "multilabel", "multilabel-words"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--first-repeat", type=int, default=0,
+                   help="number the repeats from here (fresh flips and folds: 3 checks a rule chosen on 0-2 out of sample)")
     p.add_argument("--calibrations", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--json", default=str(OUT / "cut_study.json"))
     p.add_argument("--summarize", action="store_true", help="only print the table of an existing --json")
     p.add_argument("--rescore", action="store_true",
                    help="score the fits of an existing --json again (their probabilities in bench/out/cut_probs) "
                         "with the current rules, and rewrite it")
+    p.add_argument("--clean", action="store_true",
+                   help="only count issues on each set's labels as published (no flips), new estimate beside the old")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    if args.clean:
+        import pandas as pd
+
+        rows = [clean_counts(name) for name in args.sets if name not in ("multilabel", "multilabel-words")]
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+        print(pd.DataFrame(rows).round(1).to_string(index=False))
+        return
     if args.summarize or args.rescore:
         records = json.loads(Path(args.json).read_text())
         if args.rescore:
@@ -224,7 +269,7 @@ def main() -> None:
     records = []
     for name in args.sets:
         t = time.perf_counter()
-        records += study_set(name, args.repeats, methods=tuple(args.calibrations))
+        records += study_set(name, args.repeats, methods=tuple(args.calibrations), first=args.first_repeat)
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
         Path(args.json).write_text(json.dumps(records, indent=1, default=float))
     summarize(records)

@@ -28,8 +28,33 @@ def test_the_estimate_finds_the_planted_count_and_its_range_holds_it(flips):
     count = issue_count.estimate(labels, p, quality)
     assert count.estimate == pytest.approx(flips, rel=0.1)
     assert count.low <= flips <= count.high and count.low < count.estimate < count.high
-    assert set(count.rules) == set(issue_count.RULES)
+    assert set(count.rules) == set(issue_count.CLASS_RULES)
     assert count.estimate == np.median(list(count.rules.values()))
+
+
+def test_the_wrong_label_bounds_bracket_the_planted_count_and_stay_near_zero_on_clean_labels():
+    """Out of fold, a wrong label scores like any clip's other classes: below every threshold, G(t) / F(t) is at
+    least the wrong labels, and where the heads are sharp it is close to them (issue_count.wrong_label_bounds)."""
+    for flips in (0, 40, 200):
+        labels, p, flipped = noisy_probs(flips=flips)
+        bounds = issue_count.wrong_label_bounds(labels, p)
+        assert bounds["mpe_min"] <= bounds["mpe_tail"]
+        assert bounds["mpe_min"] == pytest.approx(flips, rel=0.15, abs=2)
+        assert bounds["mpe_tail"] == pytest.approx(flips, rel=0.05, abs=2)
+    # weak heads (a clean clip often scores its own class low): the tail bound counts some of those, the
+    # minimum over thresholds stays near the truth, and the median lands between them
+    labels, p, flipped = noisy_probs(flips=200, sharp=3.0)
+    bounds = issue_count.wrong_label_bounds(labels, p)
+    assert 0.7 * 200 < bounds["mpe_min"] < 200 < bounds["mpe_tail"] < 1.3 * 200
+    count = issue_count.estimate(labels, p, p[np.arange(len(labels)), labels], bootstrap=0)
+    assert bounds["mpe_min"] <= count.estimate <= bounds["mpe_tail"]
+
+
+def test_a_clean_set_counts_next_to_nothing():
+    """No wrong labels: the mixture still splits one population in two, the bounds keep the median near zero."""
+    labels, p, _ = noisy_probs(flips=0)
+    count = issue_count.estimate(labels, p, p[np.arange(len(labels)), labels])
+    assert count.rules["mixture"] > 100 and count.n <= 2 and count.high <= 5
 
 
 def test_the_mixture_counts_the_low_group_and_nothing_in_one_value():
@@ -59,6 +84,7 @@ def test_tag_sets_get_an_estimate_and_each_flagged_clip_a_changed_tag():
     labels[rows, rng.integers(0, k, 30)] ^= 1  # one tag wrong or missing on 30 clips
     issues = find_label_issues(labels, p, filter_by="estimate")
     assert issues.count is not None and issues.count.estimate == pytest.approx(30, rel=0.3)
+    assert set(issues.count.rules) == set(issue_count.TAG_RULES)
     flagged = np.flatnonzero(issues.flagged)
     assert (issues.suggested[flagged] != labels[flagged]).any(1).all()
     assert not (issues.suggested[~issues.flagged] != labels[~issues.flagged]).any()
