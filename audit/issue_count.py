@@ -108,6 +108,8 @@ def wrong_label_bounds(labels: np.ndarray, probs: np.ndarray) -> dict:
     other = np.ones((len(rows), k), bool)
     other[np.arange(len(rows)), labels[rows]] = False
     wrong = np.sort(probs[rows][other])  # (M,) F's sample
+    if np.searchsorted(wrong, q[0], side="left") >= MPE_TAIL * len(wrong):  # no clip below t, most wrong ones would be
+        return {"mpe_min": 0.0, "mpe_tail": 0.0}
     below = np.arange(1, n + 1, dtype=np.float64)  # G at each threshold t = q[i] (ties: the last one counts)
     last = np.r_[q[1:] != q[:-1], True]
     f = np.searchsorted(wrong, q, side="right") / len(wrong)  # F(t)
@@ -119,8 +121,6 @@ def wrong_label_bounds(labels: np.ndarray, probs: np.ndarray) -> dict:
         return float(min(bound[keep].min(), n)) if keep.any() else float(n)
 
     tail = ok & (f >= MPE_TAIL)
-    if np.searchsorted(wrong, q[0], side="left") >= MPE_TAIL * len(wrong):  # no clip below t, most wrong ones would be
-        return {"mpe_min": 0.0, "mpe_tail": 0.0}
     return {"mpe_min": least(tail | (ok & (below >= MPE_MIN_BELOW))), "mpe_tail": least(tail)}
 
 

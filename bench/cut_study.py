@@ -80,11 +80,7 @@ def score(base: dict, p: np.ndarray, noisy: np.ndarray, flipped: np.ndarray, see
     for rule, count in c.rules.items():
         rules[rule] = (count, None, None)
     if not multi:  # the class-label estimate until 2026-12-03, on the same fits: is the new one better out of sample?
-        from cleanlab.filter import find_label_issues as cleanlab_find
-
-        previous = [c.rules["mixture"]] + [int(cleanlab_find(noisy, p, filter_by=r).sum())
-                                           for r in ("prune_by_class", "both")]
-        rules[PREVIOUS] = (float(np.median(previous)), None, None)
+        rules[PREVIOUS] = (previous_estimate(noisy, p, c.rules["mixture"])["previous"], None, None)
     # what no count can beat: the top of the ranking at the true number of flips (is the bar reachable?)
     rules["true count (oracle)"] = (int(flipped.sum()), None, None)
     records = []
@@ -156,10 +152,16 @@ def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS, 
     return records
 
 
-def clean_counts(name: str, seed: int = 0) -> dict:
-    """The count on the labels as published (no flips): what a run on a healthy set reports, old rule beside new."""
+def previous_estimate(labels: np.ndarray, p: np.ndarray, mixture: int) -> dict:
+    """The class-label estimate until 2026-12-03 (median of the mixture, prune_by_class and both) and its parts."""
     from cleanlab.filter import find_label_issues as cleanlab_find
 
+    counts = {r: int(cleanlab_find(labels, p, filter_by=r).sum()) for r in ("prune_by_class", "both")}
+    return {"previous": float(np.median([mixture, *counts.values()])), **counts}
+
+
+def clean_counts(name: str, seed: int = 0) -> dict:
+    """The count on the labels as published (no flips): what a run on a healthy set reports, old rule beside new."""
     from audit import heads, issue_count
     from audit.folds import fold_ids
     from audit.options import DEFAULT_L2, task_defaults
@@ -172,10 +174,8 @@ def clean_counts(name: str, seed: int = 0) -> dict:
                                 pca_dim=task_defaults(False)[0])
     quality = p[np.arange(len(labels)), labels]
     c = issue_count.estimate(labels, p, quality, seed=seed)
-    previous = [c.rules["mixture"]] + [int(cleanlab_find(labels, p, filter_by=r).sum())
-                                       for r in ("prune_by_class", "both")]
     return {"set": name, "n": len(labels), "classes": k, "estimate": c.estimate, "low": c.low, "high": c.high,
-            **c.rules, "previous": float(np.median(previous)), "prune_by_class": previous[1], "both": previous[2],
+            **c.rules, **previous_estimate(labels, p, c.rules["mixture"]),
             "predicted_neq_given": int((p.argmax(1) != labels).sum())}
 
 
@@ -239,7 +239,8 @@ def main() -> None:
                                                    "bengali-digits", "multilabel", "multilabel-words"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--first-repeat", type=int, default=0,
-                   help="number the repeats from here (fresh flips and folds: 3 checks a rule chosen on 0-2 out of sample)")
+                   help="number the repeats from here (fresh flips and folds: 3 checks a rule chosen on 0-2 "
+                        "out of sample)")
     p.add_argument("--calibrations", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--json", default=str(OUT / "cut_study.json"))
     p.add_argument("--summarize", action="store_true", help="only print the table of an existing --json")
