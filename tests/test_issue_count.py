@@ -64,6 +64,18 @@ def test_the_mixture_counts_the_low_group_and_nothing_in_one_value():
     assert issue_count.mixture_count(np.full(50, 0.7)) == 0
 
 
+def test_the_mixture_fitted_on_a_histogram_counts_as_an_exact_em_does():
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(1)
+    logit = np.concatenate([rng.normal(-3, 1.5, 6_000), rng.normal(4, 2, 114_000)])  # (N,) overlapping groups
+    quality = 1 / (1 + np.exp(-logit))
+    exact = GaussianMixture(2, means_init=[[-10], [10]], tol=1e-8, random_state=0).fit(logit[:, None])
+    low = int(np.argmin(exact.means_[:, 0]))
+    expected = int((exact.predict(logit[:, None]) == low).sum())
+    assert abs(issue_count.mixture_count(quality) - expected) <= 0.002 * expected
+
+
 def test_flags_are_the_top_of_the_ranking_at_the_estimate():
     labels, p, flipped = noisy_probs(flips=60, sharp=3.0, seed=2)  # a blurrier model: the rules disagree a little
     issues = find_label_issues(labels, p, filter_by="estimate")

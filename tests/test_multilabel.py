@@ -65,6 +65,33 @@ def test_corrupted_tags_rank_first_and_name_the_missing_or_extra_tag():
     assert np.mean(named) > 0.8
 
 
+def test_a_tag_the_heads_are_unsure_of_everywhere_does_not_bury_a_sure_tags_error():
+    rng = np.random.default_rng(0)
+    n = 200
+    given = np.zeros((n, 2), np.int8)
+    given[::2, 0] = 1  # tag 0 the heads are sure of: p 0.99 where given, 0.01 where not
+    given[:, 1] = rng.random(n) < 0.7  # tag 1 the heads are lukewarm about: p 0.55-0.65 where given, 0.35-0.45 not
+    p = np.column_stack([np.where(given[:, 0] == 1, 0.99, 0.01),
+                         np.abs(1 - given[:, 1] - rng.uniform(0.55, 0.65, n))])
+    p[1, 0] = 0.3  # clip 1 lacks tag 0, and the heads give it 0.3: a likely missing tag (raw score 0.7)
+    issues = find_label_issues(given, p, filter_by=DEFAULT_FILTER_BY)
+    assert issues.order[0] == 1  # raw scores would put ~all clips' tag 1 (0.55-0.65) before clip 1's 0.7
+    assert issues.missing[1, 0] or not issues.flagged[1]
+    typical = issues.quality[np.arange(n) != 1]
+    assert abs(np.median(typical) - 0.5) < 0.1 and issues.quality[1] < 0.05  # 0.5: a clip like its tags' others
+
+
+def test_a_tag_on_every_clip_or_on_none_is_ranked_and_never_crashes_cleanlab():
+    x, target = synthetic(n=300, seed=2)
+    noisy, corrupted = corrupt_tags(target, 0.05, np.random.default_rng(0))
+    noisy = np.column_stack([noisy, np.ones(300, np.int8), np.zeros(300, np.int8)])  # "speech" on every clip, none
+    p = out_of_fold_probs(x, noisy, fold_ids(noisy, 5, seed=0), 8)
+    for filter_by in (DEFAULT_FILTER_BY, "confident_learning"):
+        issues = find_label_issues(noisy, p, filter_by=filter_by)
+        assert corrupted[issues.order[:15]].mean() > 0.7
+        assert not issues.missing[:, 6:].any() and not issues.extra[:, 6:].any()
+
+
 def test_a_multi_label_run_writes_tag_columns_and_relabels_tag_sets(tmp_path, fsdd_dir, ecapa, cache_dir):
     rng = np.random.default_rng(0)
     rows = []
