@@ -85,7 +85,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "Spoken Digit Dataset v1.0.9 (default: %(default)s)")
     d.add_argument("--multi-label", action="store_true",
                    help="each label cell holds a set of tags separated by ';' (dog;bark;speech; empty = no tags): "
-                        "one-vs-rest heads, cleanlab's multi-label ranking, and the missing and extra tags per clip")
+                        "one-vs-rest heads, clips ranked by their worst tag (each against its tag's other clips), and "
+                        "the missing and extra tags per clip")
     d.add_argument("--label-column", metavar="NAME",
                    help="for a Hugging Face dataset: the label column (default: its ClassLabel column)")
     d.add_argument("--embeddings", metavar="FILE",

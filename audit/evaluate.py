@@ -125,14 +125,18 @@ def _reference_multi_label(emb, noisy, seed):
     from sklearn.model_selection import KFold, cross_val_predict
     from sklearn.multiclass import OneVsRestClassifier
 
+    from audit.label_issues import cleanlab_tags
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probs = cross_val_predict(OneVsRestClassifier(LogisticRegression(C=0.01, max_iter=1000)), emb, noisy,
                                   cv=KFold(5, shuffle=True, random_state=seed), method="predict_proba")
-    tags = [np.flatnonzero(r).tolist() for r in noisy]
-    flagged = np.zeros(len(noisy), dtype=bool)
-    flagged[find_label_issues(tags, probs, return_indices_ranked_by="self_confidence")] = True
-    return flagged, get_label_quality_scores(tags, probs), probs
+    varying, tags, _ = cleanlab_tags(noisy)
+    flagged, quality = np.zeros(len(noisy), dtype=bool), np.ones(len(noisy))
+    if varying.any():
+        flagged[find_label_issues(tags, probs[:, varying], return_indices_ranked_by="self_confidence")] = True
+        quality = get_label_quality_scores(tags, probs[:, varying])
+    return flagged, quality, probs
 
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOptions, *, noises, kind: str,

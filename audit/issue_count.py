@@ -31,8 +31,9 @@ labels as published it counts 0 on four sets, 2-4 on five and 21 of 767 on emoti
 The range is the 5th-95th percentile of the median over bootstrap resamples of the clips (at most
 BOOTSTRAP_ROWS rows each; above, the resamples' spread is scaled back to N rows): the uncertainty of
 estimating from this many clips, not of the rules themselves (bench/RESULTS.md says how often the true
-count fell inside it). Cost (bench/bench_count.py): the rules once 0.07-0.3 s from 10k to 1M clips (the
-mixture's EM runs on a histogram, the bounds sort N probabilities), the range 3-5 s at any N.
+count fell inside it). Cost on class labels (bench/bench_count.py): the rules once 0.07-0.3 s from 10k to
+1M clips (the mixture's EM runs on a histogram, the bounds sort N probabilities), the range 3-5 s at any N.
+Tag sets call cleanlab's multi-label filters in every resample (4.5-9.5 s at 1,500 clips; not timed at scale).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ QUALITY_FLOOR = 1e-6  # the logit of a quality of 0 or 1 is clipped here
 MPE_MIN_BELOW = 10  # mpe_min: thresholds with at least this many clips below (fewer: a ratio of a few clips)
 MPE_TAIL = 0.9  # mpe_tail: thresholds above this share of the wrong-label probabilities
 WRONG_VALUES = 500_000  # the wrong-label probabilities kept (every s-th clip's): F's precision, not N's cost
+LOGIT_CAP = float(np.log((1 - QUALITY_FLOOR) / QUALITY_FLOOR))  # 13.8: the log-odds of 1 - QUALITY_FLOOR
 MIXTURE_BINS = 2048  # EM's histogram of the logit qualities: bins ~0.01 wide on the usual -14..14 range
 EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-6  # on the responsibilities
@@ -76,9 +78,7 @@ def mixture_count(quality: np.ndarray) -> int:
     EM runs on a histogram of the logits (MIXTURE_BINS bins, each at its centre, weighted by its clips), so
     an iteration costs the same at any N; the fitted components then classify every clip's own logit.
     """
-    q = np.clip(quality, QUALITY_FLOOR, 1 - QUALITY_FLOOR)
-    x = np.log(q / (1 - q))  # (N,)
-    x = x[q < 1 - QUALITY_FLOOR]
+    x = log_odds(quality)[quality < 1 - QUALITY_FLOOR]  # (n,) NaN qualities drop out here too
     if len(x) < 2 or np.ptp(x) < 1e-9:  # one value: nothing stands apart
         return 0
     counts, edges = np.histogram(x, bins=MIXTURE_BINS)
@@ -103,6 +103,12 @@ def mixture_count(quality: np.ndarray) -> int:
     low = int(np.argmin(mean))
     log_p = _log_components(x, weight / len(x), mean, var)  # (N, 2) every clip, by its own logit
     return int((log_p[:, low] > log_p[:, 1 - low]).sum())
+
+
+def log_odds(x: np.ndarray) -> np.ndarray:
+    """log(x / (1 - x)), x clipped to [QUALITY_FLOOR, 1 - QUALITY_FLOOR] first: within +-LOGIT_CAP."""
+    x = np.clip(x, QUALITY_FLOOR, 1 - QUALITY_FLOOR)
+    return np.log(x) - np.log1p(-x)
 
 
 def _log_components(x: np.ndarray, share: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -151,13 +157,11 @@ def rule_counts(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray) -> d
 def _tag_counts(labels: np.ndarray, probs: np.ndarray) -> dict:
     from cleanlab.multilabel_classification.filter import find_label_issues as cleanlab_find
 
-    from audit.label_issues import PARALLEL_FROM, varying_tags
+    from audit.label_issues import cleanlab_tags
 
-    varying = varying_tags(labels)  # cleanlab refuses a tag on every clip or none (a resample can make one)
+    varying, tags, n_jobs = cleanlab_tags(labels)  # a resample can leave a tag on every clip or none
     if not varying.any():
         return {r: 0 for r in TAG_RULES[1:]}
-    n_jobs = 1 if len(labels) < PARALLEL_FROM else None  # as label_issues: a worker pool only pays on large sets
-    tags = [np.flatnonzero(row).tolist() for row in labels[:, varying]]
     return {r: int(cleanlab_find(tags, probs[:, varying], filter_by=r, n_jobs=n_jobs).sum()) for r in TAG_RULES[1:]}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from audit.options import DEFAULT_RANK_BY, ESTIMATE, FILTER_BY, RANK_BY, TAG_ISSUES_FILTER_BY
 
-TAG_SCORE_FLOOR = 1e-6  # tag scores of 0 or 1 are clipped here before the log-odds
+TAG_PRIOR_CLIPS = 5  # tag_margins: a tag's bar is its other clips' mean score and this many at the mean over tags
 PARALLEL_FROM = 200_000  # clips: cleanlab's worker pool costs ~1.5 s to start, worth it only on large data
 
 
@@ -74,11 +74,10 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
     from cleanlab.multilabel_classification.filter import find_label_issues as cleanlab_find
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
-    n_jobs = 1 if len(labels) < PARALLEL_FROM else None
-    quality = tag_quality(labels, pred_probs, rank_by)  # (N,)
+    margins = tag_margins(labels, pred_probs, rank_by)  # (N, K)
+    quality = worst_tag_quality(margins)  # (N,)
     given = labels.astype(bool)
-    varying = varying_tags(labels)  # (K,) cleanlab refuses a tag on every clip or on none: it tells nothing apart
-    tag_lists = [np.flatnonzero(row).tolist() for row in labels[:, varying]]
+    varying, tag_lists, n_jobs = cleanlab_tags(labels)
     count = None
     if filter_by == ESTIMATE:
         order, flagged, count = cut(quality, labels, pred_probs, seed)
@@ -91,60 +90,79 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
     # (N, K) bool: this tag looks wrongly given or wrongly left out (with the estimate: confident learning's view)
     per_tag = np.zeros(labels.shape, bool)
     if varying.any():
-        found = np.asarray(find_multilabel_issues_per_class(
+        per_tag[:, varying] = by_clip(find_multilabel_issues_per_class(
             tag_lists, pred_probs[:, varying], filter_by=TAG_ISSUES_FILTER_BY if filter_by == ESTIMATE else filter_by,
-            n_jobs=n_jobs), dtype=bool)
-        per_tag[:, varying] = found if found.shape == (len(labels), varying.sum()) else found.T  # some versions: (K, N)
-    if filter_by == ESTIMATE:  # a flagged clip's suggestion changes at least the tag the heads disagree with most
+            n_jobs=n_jobs))
+    if filter_by == ESTIMATE:  # a flagged clip's suggestion changes at least its worst tag (the one it ranks by)
         per_tag &= flagged[:, None]
-        worst = np.abs(given - pred_probs).argmax(1)  # (N,)
-        none = flagged & ~per_tag.any(1)
-        per_tag[none, worst[none]] = True
+        none = flagged & ~per_tag.any(1) & np.isfinite(margins).any(1)
+        per_tag[none, margins[none].argmin(1)] = True
     return LabelIssues(quality=quality, flagged=flagged, suggested=(given ^ per_tag).astype(np.int8),
                        order=order, missing=per_tag & ~given, extra=per_tag & given, count=count)
 
 
-def tag_quality(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.ndarray:
-    """(N,) in (0, 1): each clip's worst tag, each tag scored against the clips that share its given value.
+def cleanlab_tags(labels: np.ndarray) -> tuple:
+    """What cleanlab's multi-label calls get for multi-hot `labels` (N, K): (varying (K,) bool: the tags some
+    clips carry and some do not, since cleanlab refuses a tag on every clip or on none, which tells nothing
+    apart; each clip's list of those tags, numbered among them; the worker count)."""
+    present = labels.astype(bool)
+    varying = present.any(0) & ~present.all(0)  # (K,)
+    tag_lists = [np.flatnonzero(row).tolist() for row in present[:, varying]]
+    return varying, tag_lists, 1 if len(labels) < PARALLEL_FROM else None  # a pool only pays on large sets
+
+
+def by_clip(per_class) -> np.ndarray:
+    """cleanlab's per-class output as (N, K): some versions give a list of K arrays (N,)."""
+    return np.stack(per_class, 1) if isinstance(per_class, list) else np.asarray(per_class)
+
+
+def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.ndarray:
+    """(N, K) float32: each (clip, tag) score against the clips sharing that tag and given value, in log-odds;
+    +inf for a tag on every clip or on none (nothing to compare it with).
 
     cleanlab scores every (clip, tag) pair with `rank_by` (self_confidence: p where the tag is given, 1 - p
-    where it is not). The heads are sure of some tags and unsure of others, so a raw score compares
-    unlike things: a clean clip of a hard tag can score below a confident tag's clear error. Each score is
-    therefore taken in log-odds minus the log-odds of the mean score of the clips with the same tag and
-    given value (confident learning's per-class threshold), the clip keeps its lowest (one wrong or
-    missing tag among right ones is the defect), and a sigmoid maps it back: 0.5 is a clip whose worst
-    tag scores like that tag's typical clip. Against cleanlab's softmin of the raw scores (audit's ranking
-    until 2026-12-03) on the two tag sets, 5% and 10% corrupted, 3 repeats (bench/RESULTS.md): AP 0.862
-    -> 0.966 on spoken-word mixtures and 0.954 -> 0.968 on digit mixtures, the best cut's F1 0.824 ->
-    0.927 and 0.906 -> 0.940.
+    where it is not). The heads are sure of some tags and unsure of others, so a raw score compares unlike
+    things: a clean clip of a hard tag can score below a sure tag's clear error. Each score is therefore
+    taken in log-odds minus the log-odds of the mean score of the other clips with the same tag and given
+    value (confident learning's per-class threshold, leaving the clip out so that a rare tag's lone error
+    cannot set its own bar), that mean shrunk towards the mean over all tags by TAG_PRIOR_CLIPS clips (a
+    tag on two clips has a bar too). Against cleanlab's softmin of the raw scores (audit's ranking until
+    2026-12-03) on the two tag sets, 5% and 10% corrupted, 3 repeats (bench/RESULTS.md): AP 0.862 -> 0.966
+    on spoken-word mixtures and 0.954 -> 0.968 on digit mixtures.
     """
     from cleanlab.multilabel_classification.rank import get_label_quality_scores_per_class
 
-    tag_lists = [np.flatnonzero(row).tolist() for row in labels]
-    scores = np.asarray(get_label_quality_scores_per_class(tag_lists, pred_probs, method=rank_by), np.float64)
-    if scores.shape != labels.shape:  # some cleanlab versions give a list of K scores (N,)
-        scores = scores.T
-    given = labels.astype(bool)
-    odds = _log_odds(scores)  # (N, K)
-    typical = np.zeros_like(odds)  # (N, K) the log-odds of the mean score of the clips sharing tag and value
-    for value in (False, True):
-        sharing = given == value  # (N, K)
-        count = sharing.sum(0)  # (K,)
-        mean = np.where(sharing, scores, 0.0).sum(0) / np.maximum(count, 1)  # (K,)
-        typical = np.where(sharing, _log_odds(mean)[None, :], typical)
-    worst = (odds - typical).min(1)  # (N,)
-    return 1.0 / (1.0 + np.exp(-worst))
+    from audit.issue_count import log_odds
+
+    varying, tag_lists, _ = cleanlab_tags(labels)
+    margins = np.full(labels.shape, np.inf, np.float32)
+    if not varying.any():
+        return margins
+    scores = by_clip(get_label_quality_scores_per_class(tag_lists, pred_probs[:, varying], method=rank_by))
+    given = labels[:, varying].astype(bool)  # (N, V)
+    prior = {value: float(scores[given == value].mean()) for value in (False, True)}
+    for j, tag in enumerate(np.flatnonzero(varying)):
+        score = scores[:, j].astype(np.float64)  # (N,)
+        bar = np.empty_like(score)
+        for value in (False, True):
+            rows = given[:, j] == value
+            others = score[rows].sum() - score[rows]  # (n_rows,) the rest of the group
+            bar[rows] = (others + TAG_PRIOR_CLIPS * prior[value]) / (rows.sum() - 1 + TAG_PRIOR_CLIPS)
+        margins[:, tag] = log_odds(score) - log_odds(bar)
+    return margins
 
 
-def varying_tags(labels: np.ndarray) -> np.ndarray:
-    """(K,) bool: the tags some clips carry and some do not (multi-hot `labels` (N, K))."""
-    present = labels.astype(bool)
-    return present.any(0) & ~present.all(0)
+def worst_tag_quality(margins: np.ndarray) -> np.ndarray:
+    """(N,) in (0, 1): the sigmoid of each clip's lowest tag margin (0.5: none below its bar, or no tag varies)."""
+    from audit.issue_count import LOGIT_CAP
+
+    worst = np.where(np.isfinite(margins).any(1), margins.min(1), 0.0).astype(np.float64)  # (N,)
+    return 1.0 / (1.0 + np.exp(-np.clip(worst, -LOGIT_CAP, LOGIT_CAP)))
 
 
-def _log_odds(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, TAG_SCORE_FLOOR, 1 - TAG_SCORE_FLOOR)
-    return np.log(x) - np.log1p(-x)
+def tag_quality(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.ndarray:
+    """(N,) a tag set's label quality: its worst tag's (tag_margins, worst_tag_quality)."""
+    return worst_tag_quality(tag_margins(labels, pred_probs, rank_by))
 
 
 def _mask(rows: np.ndarray, n: int) -> np.ndarray:

@@ -70,8 +70,9 @@ def main() -> None:
             t_cl, _ = best_of(lambda: find_label_issues(labels, probs, filter_by="prune_by_class",
                                                                 n_jobs=1 if n < PARALLEL_FROM else None), args.repeats)
             t_sort, _ = best_of(lambda: np.argsort(quality), args.repeats)
-            print(f"| {n:,} | {k} | {int(flipped.sum()):,} | {count.estimate:,.0f} ({count.low:,.0f}-{count.high:,.0f}) "
-                  f"| {t_est:.2f} | {t_rules:.2f} | {t_cl:.2f} | {t_sort:.3f} | {t_est / t_cl:.2f} |", flush=True)
+            found = f"{count.estimate:,.0f} ({count.low:,.0f}-{count.high:,.0f})"
+            times = f"{t_est:.2f} | {t_rules:.2f} | {t_cl:.2f} | {t_sort:.3f} | {t_est / t_cl:.2f}"
+            print(f"| {n:,} | {k} | {int(flipped.sum()):,} | {found} | {times} |", flush=True)
 
 
 if __name__ == "__main__":

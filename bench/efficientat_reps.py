@@ -53,6 +53,24 @@ def embed(manifest: Path) -> dict:
     return {"labels": table["label"].astype(str).to_numpy(), **{k: np.stack([r[k] for r in rows]) for k in rows[0]}}
 
 
+def standardized(a: np.ndarray) -> np.ndarray:
+    """Each column at mean 0 and standard deviation 1: what concatenating representations needs."""
+    return (a - a.mean(0)) / (a.std(0) + 1e-8)
+
+
+def print_scores(title: str, reps: dict, manifest: Path, labels: np.ndarray, n_classes: int, repeats: int) -> None:
+    """A markdown row per representation (name -> (N, D)): `audit.evaluate` at 5% uniform flips, run defaults."""
+    from audit import evaluate
+    from audit.options import RunOptions
+
+    opts = RunOptions(data=str(manifest), accelerator="cpu", progress=False).resolve()
+    print(f"| {title}: representation | D | AP @5% | F1 @5% |\n|---|---:|---:|---:|")
+    for name, emb in reps.items():
+        r = evaluate.evaluate(emb.astype(np.float32), labels, n_classes, opts, noises=[0.05], kind="uniform",
+                              repeats=repeats, baseline=None)[0]
+        print(f"| {name} | {emb.shape[1]} | {r['ap']['mean']:.4f} | {r['f1']['mean']:.3f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", default="esc50")
@@ -60,28 +78,17 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    from audit import evaluate
-    from audit.options import RunOptions
-
     manifest = ROOT / "bench" / "out" / "real" / args.set / "manifest.csv"
     feats = embed(manifest)
     classes, labels = np.unique(feats.pop("labels"), return_inverse=True)
     n = sum(k.startswith("layer") for k in feats)
-
-    def z(a):
-        return (a - a.mean(0)) / (a.std(0) + 1e-8)
-
+    z = standardized
     reps = {f"layer{i}" + (" (embedding)" if i == n - 1 else ""): feats[f"layer{i}"] for i in range(n - 6, n)}
     reps |= {"hidden": feats["hidden"], "logits": feats["logits"],
              "embedding + logits": np.hstack([z(feats[f"layer{n - 1}"]), z(feats["logits"])]),
              "last 3 layers": np.hstack([z(feats[f"layer{i}"]) for i in range(n - 3, n)]),
              "last 6 layers": np.hstack([z(feats[f"layer{i}"]) for i in range(n - 6, n)])}
-    opts = RunOptions(data=str(manifest), accelerator="cpu", progress=False).resolve()
-    print(f"| {args.set}: representation | D | AP @5% | F1 @5% |\n|---|---:|---:|---:|")
-    for name, emb in reps.items():
-        r = evaluate.evaluate(emb.astype(np.float32), labels, len(classes), opts, noises=[0.05], kind="uniform",
-                              repeats=args.repeats, baseline=None)[0]
-        print(f"| {name} | {emb.shape[1]} | {r['ap']['mean']:.4f} | {r['f1']['mean']:.3f} |", flush=True)
+    print_scores(args.set, reps, manifest, labels, len(classes), args.repeats)
 
 
 if __name__ == "__main__":

@@ -77,10 +77,8 @@ def main() -> None:
     logging.disable(logging.WARNING)
     import pandas as pd
     from bench_encoders import manifest_of
+    from efficientat_reps import print_scores, standardized
     from embed_sets import load
-
-    from audit import evaluate
-    from audit.options import RunOptions
 
     manifest = manifest_of(args.set)
     t = time.perf_counter()
@@ -92,20 +90,12 @@ def main() -> None:
     assert len(stored["emb"]) == len(labels) and list(stored["classes"]) == list(classes), "stored set differs"
     assert (np.asarray(stored["classes"])[stored["labels"]] == labels_csv).all(), "stored rows in another order"
 
-    def z(a):
-        return (a - a.mean(0)) / (a.std(0) + 1e-8)
-
     ecapa = stored["emb"]
-    best_layers = [k for k in reps if k.startswith("layer")]
+    layers = [k for k in reps if k.startswith("layer")]  # the middle one (picked unmeasured) and last pair
     reps = {"ecapa frames (auto's pick)": ecapa, **{f"whisper {k}": v for k, v in reps.items()}}
-    reps |= {f"ecapa frames + whisper {k}": np.hstack([z(ecapa), z(reps[f'whisper {k}'])])
-             for k in (best_layers[len(best_layers) // 2], "last")}
-    opts = RunOptions(data=str(manifest), accelerator="cpu", progress=False).resolve()
-    print(f"| {args.set}: representation | D | AP @5% | F1 @5% |\n|---|---:|---:|---:|")
-    for name, emb in reps.items():
-        r = evaluate.evaluate(emb.astype(np.float32), labels, len(classes), opts, noises=[0.05], kind="uniform",
-                              repeats=args.repeats, baseline=None)[0]
-        print(f"| {name} | {emb.shape[1]} | {r['ap']['mean']:.4f} | {r['f1']['mean']:.3f} |", flush=True)
+    reps |= {f"ecapa frames + whisper {k}": np.hstack([standardized(ecapa), standardized(reps[f'whisper {k}'])])
+             for k in (layers[len(layers) // 2], "last")}
+    print_scores(args.set, reps, manifest, labels, len(classes), args.repeats)
 
 
 if __name__ == "__main__":

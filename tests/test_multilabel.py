@@ -1,4 +1,4 @@
-"""Multi-label tags end to end: label cells, one-vs-rest heads, cleanlab's multi-label ranking, outputs."""
+"""Multi-label tags end to end: label cells, one-vs-rest heads, the worst-tag ranking, outputs."""
 
 import numpy as np
 import pandas as pd
@@ -10,7 +10,7 @@ from audit import labels as lab
 from audit.errors import UserError
 from audit.evaluate import corrupt_tags
 from audit.heads import out_of_fold_probs
-from audit.label_issues import find_label_issues
+from audit.label_issues import find_label_issues, tag_margins
 from audit.folds import fold_ids
 from audit.options import DEFAULT_FILTER_BY
 
@@ -76,7 +76,7 @@ def test_a_tag_the_heads_are_unsure_of_everywhere_does_not_bury_a_sure_tags_erro
     p[1, 0] = 0.3  # clip 1 lacks tag 0, and the heads give it 0.3: a likely missing tag (raw score 0.7)
     issues = find_label_issues(given, p, filter_by=DEFAULT_FILTER_BY)
     assert issues.order[0] == 1  # raw scores would put ~all clips' tag 1 (0.55-0.65) before clip 1's 0.7
-    assert issues.missing[1, 0] or not issues.flagged[1]
+    assert tag_margins(given, p, "self_confidence")[1].argmin() == 0  # its worst tag: what a flag would change
     typical = issues.quality[np.arange(n) != 1]
     assert abs(np.median(typical) - 0.5) < 0.1 and issues.quality[1] < 0.05  # 0.5: a clip like its tags' others
 
@@ -90,6 +90,18 @@ def test_a_tag_on_every_clip_or_on_none_is_ranked_and_never_crashes_cleanlab():
         issues = find_label_issues(noisy, p, filter_by=filter_by)
         assert corrupted[issues.order[:15]].mean() > 0.7
         assert not issues.missing[:, 6:].any() and not issues.extra[:, 6:].any()
+    assert np.isinf(tag_margins(noisy, p, "self_confidence")[:, 6:]).all()  # never a clip's worst tag
+    nothing_varies = find_label_issues(np.ones((40, 3), np.int8), np.full((40, 3), 0.9), filter_by=DEFAULT_FILTER_BY)
+    assert not nothing_varies.flagged.any() and (nothing_varies.quality == 0.5).all()
+
+
+def test_a_rare_tags_lone_error_is_measured_against_a_bar_it_did_not_set():
+    x, target = synthetic(n=300, seed=3)
+    given = np.column_stack([target, np.zeros(300, np.int8)])
+    given[5, 6] = 1  # the only clip given tag 6, and the heads see no trace of it
+    p = np.column_stack([out_of_fold_probs(x, target, fold_ids(target, 5, seed=0), 6), np.full(300, 0.01)])
+    issues = find_label_issues(given, p, filter_by=DEFAULT_FILTER_BY)
+    assert issues.order[0] == 5  # leaving the clip out of its own bar: the prior over all tags' given scores
 
 
 def test_a_multi_label_run_writes_tag_columns_and_relabels_tag_sets(tmp_path, fsdd_dir, ecapa, cache_dir):
