@@ -33,7 +33,8 @@ BOOTSTRAP_ROWS rows each; above, the resamples' spread is scaled back to N rows)
 estimating from this many clips, not of the rules themselves (bench/RESULTS.md says how often the true
 count fell inside it). Cost on class labels (bench/bench_count.py): the rules once 0.07-0.3 s from 10k to
 1M clips (the mixture's EM runs on a histogram, the bounds sort N probabilities), the range 3-5 s at any N.
-Tag sets call cleanlab's multi-label filters in every resample (4.5-9.5 s at 1,500 clips; not timed at scale).
+Tag sets call cleanlab's multi-label filters, which loop over the tags, in every resample, so theirs hold at
+most TAG_CELLS clip x tag cells: 10-28 s at 10k-100k clips x 10-50 tags (272 s at 100k x 50 before the cap).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ CLASS_RULES = ("mixture", "mpe_min", "mpe_tail")
 TAG_RULES = ("mixture", "prune_by_class", "both")
 BOOTSTRAP = 50
 BOOTSTRAP_ROWS = 50_000  # per resample: the range costs the same at any N
+TAG_CELLS = 50_000  # tag sets' resamples: at most this many clip x tag cells (cleanlab's filters loop over tags)
+BOOTSTRAP_MIN_ROWS = 1_000  # ... but at least this many clips
 QUALITY_FLOOR = 1e-6  # the logit of a quality of 0 or 1 is clipped here
 MPE_MIN_BELOW = 10  # mpe_min: thresholds with at least this many clips below (fewer: a ratio of a few clips)
 MPE_TAIL = 0.9  # mpe_tail: thresholds above this share of the wrong-label probabilities
@@ -170,7 +173,7 @@ def estimate(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray, seed: i
     counts = rule_counts(labels, probs, quality)
     n = len(labels)
     rng = np.random.default_rng(seed)
-    size = min(n, BOOTSTRAP_ROWS)
+    size = min(n, BOOTSTRAP_ROWS if labels.ndim == 1 else max(BOOTSTRAP_MIN_ROWS, TAG_CELLS // labels.shape[1]))
     median = float(np.median(list(counts.values())))
     scaled = np.array([np.median(list(rule_counts(labels[rows], probs[rows], quality[rows]).values())) * n / size
                        for rows in (rng.integers(0, n, size) for _ in range(bootstrap))])  # (B,) counts scaled to N

@@ -10,7 +10,12 @@ estimate has something to count). Timed on the same arrays, in the same process,
 The best of --repeats per timing (these machines are noisy); ratios are against cleanlab on the same N.
 Also prints the count against the true flips, as a sanity check that the timed work is the real one.
 
-    .venv/bin/python bench/bench_count.py [--sizes 10000 100000 1000000] [--classes 10 50]
+`--tags`: tag sets instead (K tags, each on ~20% of the clips, sigmoid probabilities, one tag dropped or added
+on 5% of the clips): `estimate` is then the mixture and cleanlab's multi-label prune_by_class and both, with
+the range; `rules` once; the ranking (label_issues.tag_quality); baseline cleanlab's multi-label
+find_label_issues(filter_by="confident_learning"), the flags audit used for tag sets before the estimate.
+
+    .venv/bin/python bench/bench_count.py [--sizes 10000 100000 1000000] [--classes 10 50] [--tags]
 """
 
 from __future__ import annotations
@@ -36,6 +41,43 @@ def synthetic(n: int, k: int, seed: int = 0) -> tuple:
     return noisy, probs, flipped
 
 
+def synthetic_tags(n: int, k: int, seed: int = 0) -> tuple:
+    """(noisy multi-hot (N, K) int8, probs (N, K) sigmoid, corrupted (N,) bool)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random((n, k)) < 0.2
+    logits = np.where(truth, rng.normal(3.0, 1.5, (n, k)), rng.normal(-3.0, 1.5, (n, k)))
+    probs = 1 / (1 + np.exp(-logits))
+    corrupted = rng.random(n) < 0.05
+    noisy = truth.copy()
+    rows = np.flatnonzero(corrupted)
+    cols = rng.integers(0, k, len(rows))
+    noisy[rows, cols] = ~noisy[rows, cols]  # one tag dropped or added
+    return noisy.astype(np.int8), probs, corrupted
+
+
+def time_tags(sizes, tags, repeats: int) -> None:
+    from cleanlab.multilabel_classification.filter import find_label_issues
+
+    from audit import issue_count
+    from audit.label_issues import cleanlab_tags, tag_quality
+    from audit.options import DEFAULT_RANK_BY
+
+    print("| N | tags | corrupted | estimate (range) | estimate s | rules once s | ranking s | cleanlab "
+          "confident_learning s | estimate ÷ cleanlab |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for k in tags:
+        for n in sizes:
+            labels, probs, corrupted = synthetic_tags(n, k)
+            t_rank, quality = best_of(lambda: tag_quality(labels, probs, DEFAULT_RANK_BY), repeats)
+            t_est, count = best_of(lambda: issue_count.estimate(labels, probs, quality), repeats)
+            t_rules, _ = best_of(lambda: issue_count.rule_counts(labels, probs, quality), repeats)
+            _, tag_lists, n_jobs = cleanlab_tags(labels)
+            t_cl, _ = best_of(lambda: find_label_issues(tag_lists, probs, filter_by="confident_learning",
+                                                        n_jobs=n_jobs), repeats)
+            found = f"{count.estimate:,.0f} ({count.low:,.0f}-{count.high:,.0f})"
+            times = f"{t_est:.2f} | {t_rules:.2f} | {t_rank:.2f} | {t_cl:.2f} | {t_est / t_cl:.2f}"
+            print(f"| {n:,} | {k} | {int(corrupted.sum()):,} | {found} | {times} |", flush=True)
+
+
 def best_of(fn, repeats: int) -> tuple:
     times, out = [], None
     for _ in range(repeats):
@@ -50,8 +92,11 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     p.add_argument("--classes", nargs="+", type=int, default=[10, 50])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tags", action="store_true", help="tag sets (multi-label): --classes are then tags")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
+    if args.tags:
+        return time_tags(args.sizes, args.classes, args.repeats)
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 

@@ -162,16 +162,25 @@ def previous_estimate(labels: np.ndarray, p: np.ndarray, mixture: int) -> dict:
 
 def clean_counts(name: str, seed: int = 0) -> dict:
     """The count on the labels as published (no flips): what a run on a healthy set reports, old rule beside new."""
-    from audit import heads, issue_count
+    from audit import heads, instance_heads, issue_count
     from audit.folds import fold_ids
-    from audit.options import DEFAULT_L2, task_defaults
+    from audit.label_issues import tag_quality
+    from audit.options import DEFAULT_L2, DEFAULT_RANK_BY, task_defaults
     from embed_sets import load
 
     d = load(name)
-    emb, labels = d["emb"], d["labels"]
+    emb, labels, steps = d["emb"], d["labels"], d["steps"]
     k = len(d["classes"])
-    p = heads.out_of_fold_probs(emb, labels, fold_ids(labels, 5, seed), k, seed=seed, l2=DEFAULT_L2,
-                                pca_dim=task_defaults(False)[0])
+    multi = labels.ndim == 2
+    pca_dim = task_defaults(multi)[0]
+    folds = fold_ids(labels, 5, seed)
+    p = heads.out_of_fold_probs(emb, labels, folds, k, seed=seed, l2=DEFAULT_L2, pca_dim=pca_dim)
+    if multi:  # tag sets: the step heads join and the clips rank by their worst tag, as in a run
+        if steps is not None:
+            p = instance_heads.with_step_heads(p, steps, labels, folds, pca_dim=pca_dim, seed=seed)
+        c = issue_count.estimate(labels, p, tag_quality(labels, p, DEFAULT_RANK_BY), seed=seed)
+        return {"set": name, "n": len(labels), "classes": k, "estimate": c.estimate, "low": c.low, "high": c.high,
+                **c.rules, "predicted_neq_given": int(((p >= 0.5) != labels.astype(bool)).any(1).sum())}
     quality = p[np.arange(len(labels)), labels]
     c = issue_count.estimate(labels, p, quality, seed=seed)
     return {"set": name, "n": len(labels), "classes": k, "estimate": c.estimate, "low": c.low, "high": c.high,
@@ -255,7 +264,7 @@ def main() -> None:
     if args.clean:
         import pandas as pd
 
-        rows = [clean_counts(name) for name in args.sets if name not in ("multilabel", "multilabel-words")]
+        rows = [clean_counts(name) for name in args.sets]
         Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
         print(pd.DataFrame(rows).round(1).to_string(index=False))
         return
