@@ -34,7 +34,8 @@ estimating from this many clips, not of the rules themselves (bench/RESULTS.md s
 count fell inside it). Cost on class labels (bench/bench_count.py): the rules once 0.07-0.3 s from 10k to
 1M clips (the mixture's EM runs on a histogram, the bounds sort N probabilities), the range 3-5 s at any N.
 Tag sets call cleanlab's multi-label filters, which loop over the tags, in every resample, so theirs hold at
-most TAG_CELLS clip x tag cells: 10-28 s at 10k-100k clips x 10-50 tags (272 s at 100k x 50 before the cap).
+most TAG_CELLS clip x tag cells (at least BOOTSTRAP_MIN_ROWS clips): 10-28 s at 10k-100k clips x 10-50 tags
+(272 s at 100k x 50 before the cap).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ QUALITY_FLOOR = 1e-6  # the logit of a quality of 0 or 1 is clipped here
 MPE_MIN_BELOW = 10  # mpe_min: thresholds with at least this many clips below (fewer: a ratio of a few clips)
 MPE_TAIL = 0.9  # mpe_tail: thresholds above this share of the wrong-label probabilities
 WRONG_VALUES = 500_000  # the wrong-label probabilities kept (every s-th clip's): F's precision, not N's cost
-LOGIT_CAP = float(np.log((1 - QUALITY_FLOOR) / QUALITY_FLOOR))  # 13.8: the log-odds of 1 - QUALITY_FLOOR
 MIXTURE_BINS = 2048  # EM's histogram of the logit qualities: bins ~0.01 wide on the usual -14..14 range
 EM_ITERATIONS = 200
 EM_TOLERANCE = 1e-6  # on the responsibilities
@@ -109,7 +109,7 @@ def mixture_count(quality: np.ndarray) -> int:
 
 
 def log_odds(x: np.ndarray) -> np.ndarray:
-    """log(x / (1 - x)), x clipped to [QUALITY_FLOOR, 1 - QUALITY_FLOOR] first: within +-LOGIT_CAP."""
+    """log(x / (1 - x)), x clipped to [QUALITY_FLOOR, 1 - QUALITY_FLOOR] first: within +-13.8."""
     x = np.clip(x, QUALITY_FLOOR, 1 - QUALITY_FLOOR)
     return np.log(x) - np.log1p(-x)
 
@@ -173,7 +173,7 @@ def estimate(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray, seed: i
     counts = rule_counts(labels, probs, quality)
     n = len(labels)
     rng = np.random.default_rng(seed)
-    size = min(n, BOOTSTRAP_ROWS if labels.ndim == 1 else max(BOOTSTRAP_MIN_ROWS, TAG_CELLS // labels.shape[1]))
+    size = min(n, BOOTSTRAP_ROWS if labels.ndim == 1 else max(BOOTSTRAP_MIN_ROWS, TAG_CELLS // max(1, labels.shape[1])))
     median = float(np.median(list(counts.values())))
     scaled = np.array([np.median(list(rule_counts(labels[rows], probs[rows], quality[rows]).values())) * n / size
                        for rows in (rng.integers(0, n, size) for _ in range(bootstrap))])  # (B,) counts scaled to N

@@ -70,8 +70,8 @@ def time_tags(sizes, tags, repeats: int) -> None:
             t_rank, quality = best_of(lambda: tag_quality(labels, probs, DEFAULT_RANK_BY), repeats)
             t_est, count = best_of(lambda: issue_count.estimate(labels, probs, quality), repeats)
             t_rules, _ = best_of(lambda: issue_count.rule_counts(labels, probs, quality), repeats)
-            _, tag_lists, n_jobs = cleanlab_tags(labels)
-            t_cl, _ = best_of(lambda: find_label_issues(tag_lists, probs, filter_by="confident_learning",
+            varying, tag_lists, n_jobs = cleanlab_tags(labels)
+            t_cl, _ = best_of(lambda: find_label_issues(tag_lists, probs[:, varying], filter_by="confident_learning",
                                                         n_jobs=n_jobs), repeats)
             found = f"{count.estimate:,.0f} ({count.low:,.0f}-{count.high:,.0f})"
             times = f"{t_est:.2f} | {t_rules:.2f} | {t_rank:.2f} | {t_cl:.2f} | {t_est / t_cl:.2f}"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from audit import issue_count
-from audit.label_issues import find_label_issues
+from audit.label_issues import find_label_issues, tag_quality
 
 
 def noisy_probs(n=2000, k=8, flips=100, sharp=6.0, seed=0):
@@ -74,6 +74,28 @@ def test_the_mixture_fitted_on_a_histogram_counts_as_an_exact_em_does():
     low = int(np.argmin(exact.means_[:, 0]))
     expected = int((exact.predict(logit[:, None]) == low).sum())
     assert abs(issue_count.mixture_count(quality) - expected) <= 0.002 * expected
+
+
+def test_tag_sets_resample_at_most_tag_cells_and_scale_the_range_back(monkeypatch):
+    rng = np.random.default_rng(0)
+    truth = rng.random((1200, 5)) < 0.3
+    p = np.where(truth, rng.uniform(0.6, 0.99, truth.shape), rng.uniform(0.01, 0.4, truth.shape))
+    given = truth.copy()
+    given[:60, 0] = ~given[:60, 0]  # 60 clips with one tag wrong
+    sizes = []
+    counts = issue_count.rule_counts
+
+    def spy(labels, probs, quality):
+        sizes.append(len(labels))
+        return counts(labels, probs, quality)
+
+    monkeypatch.setattr(issue_count, "TAG_CELLS", 2_000)
+    monkeypatch.setattr(issue_count, "BOOTSTRAP_MIN_ROWS", 300)
+    monkeypatch.setattr(issue_count, "rule_counts", spy)
+    quality = tag_quality(given.astype(np.int8), p, "self_confidence")
+    c = issue_count.estimate(given.astype(np.int8), p, quality, bootstrap=20)
+    assert sizes[0] == 1200 and set(sizes[1:]) == {400}  # 2,000 cells / 5 tags
+    assert c.low <= c.estimate <= c.high and 40 <= c.estimate <= 80 and c.high - c.low < 60
 
 
 def test_flags_are_the_top_of_the_ranking_at_the_estimate():

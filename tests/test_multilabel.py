@@ -81,6 +81,23 @@ def test_a_tag_the_heads_are_unsure_of_everywhere_does_not_bury_a_sure_tags_erro
     assert abs(np.median(typical) - 0.5) < 0.1 and issues.quality[1] < 0.05  # 0.5: a clip like its tags' others
 
 
+def test_a_flagged_clip_no_tag_of_which_cleanlab_names_gets_its_worst_tag_changed(monkeypatch):
+    import cleanlab.multilabel_classification.filter as cleanlab_filter
+
+    x, target = synthetic(n=400, seed=4)
+    noisy, corrupted = corrupt_tags(target, 0.05, np.random.default_rng(1))
+    p = out_of_fold_probs(x, noisy, fold_ids(noisy, 5, seed=0), 6)
+    monkeypatch.setattr(cleanlab_filter, "find_multilabel_issues_per_class",
+                        lambda tags, probs, **_: np.zeros(probs.shape, bool))  # cleanlab names no tag anywhere
+    issues = find_label_issues(noisy, p, filter_by=DEFAULT_FILTER_BY)
+    flagged = np.flatnonzero(issues.flagged)
+    assert len(flagged) >= 10
+    changed = issues.suggested[flagged] != noisy[flagged]  # (F, K)
+    worst = tag_margins(noisy, p, "self_confidence")[flagged].argmin(1)
+    assert (changed.sum(1) == 1).all() and (changed.argmax(1) == worst).all()
+    assert (issues.missing | issues.extra)[flagged].sum(1).tolist() == [1] * len(flagged)
+
+
 def test_a_tag_on_every_clip_or_on_none_is_ranked_and_never_crashes_cleanlab():
     x, target = synthetic(n=300, seed=2)
     noisy, corrupted = corrupt_tags(target, 0.05, np.random.default_rng(0))
