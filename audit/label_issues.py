@@ -128,9 +128,9 @@ def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.
     taken in log-odds minus the log-odds of the mean score of the other clips with the same tag and given
     value (confident learning's per-class threshold, leaving the clip out so that a rare tag's lone error
     cannot set its own bar), that mean shrunk by TAG_PRIOR_CLIPS clips towards the mean score of every
-    (clip, tag) with that given value (a tag on two clips has a bar too). Against cleanlab's softmin of the raw scores (audit's ranking until
-    2026-12-03) on the two tag sets, 5% and 10% corrupted, 3 repeats (bench/RESULTS.md): AP 0.862 -> 0.966
-    on spoken-word mixtures and 0.954 -> 0.968 on digit mixtures.
+    (clip, tag) with that given value (a tag on two clips has a bar too). Against cleanlab's softmin of the
+    raw scores (audit's ranking until 2026-12-03) on the two tag sets, 5% and 10% corrupted, 3 repeats
+    (bench/RESULTS.md): AP 0.862 -> 0.966 on spoken-word mixtures and 0.954 -> 0.968 on digit mixtures.
     """
     from cleanlab.multilabel_classification.rank import get_label_quality_scores_per_class
 
@@ -156,7 +156,8 @@ def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.
 
 
 def worst_tag_quality(margins: np.ndarray) -> np.ndarray:
-    """(N,) in (0, 1): the sigmoid of each clip's lowest tag margin (0.5: none below its bar, or no tag varies)."""
+    """(N,) in (0, 1): the sigmoid of each clip's lowest tag margin (0.5: its worst tag scores at its bar; above:
+    every tag above; 0.5 too where no tag varies)."""
     worst = np.where(np.isfinite(margins).any(1), margins.min(1), 0.0).astype(np.float64)  # (N,) within +-28
     return 1.0 / (1.0 + np.exp(-worst))  # not clipped: the clearest errors keep their order
 
