@@ -168,12 +168,20 @@ def _tag_counts(labels: np.ndarray, probs: np.ndarray) -> dict:
     return {r: int(cleanlab_find(tags, probs[:, varying], filter_by=r, n_jobs=n_jobs).sum()) for r in TAG_RULES[1:]}
 
 
+def resample_rows(labels: np.ndarray) -> int:
+    """Clips per bootstrap resample: BOOTSTRAP_ROWS for class ids; for tags (N, K) at most TAG_CELLS cells,
+    at least BOOTSTRAP_MIN_ROWS clips; never more than N."""
+    if labels.ndim == 1:
+        return min(len(labels), BOOTSTRAP_ROWS)
+    return min(len(labels), max(BOOTSTRAP_MIN_ROWS, TAG_CELLS // max(1, labels.shape[1])))
+
+
 def estimate(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray, seed: int = 0,
              bootstrap: int = BOOTSTRAP) -> IssueCount:
     counts = rule_counts(labels, probs, quality)
     n = len(labels)
     rng = np.random.default_rng(seed)
-    size = min(n, BOOTSTRAP_ROWS if labels.ndim == 1 else max(BOOTSTRAP_MIN_ROWS, TAG_CELLS // max(1, labels.shape[1])))
+    size = resample_rows(labels)
     median = float(np.median(list(counts.values())))
     scaled = np.array([np.median(list(rule_counts(labels[rows], probs[rows], quality[rows]).values())) * n / size
                        for rows in (rng.integers(0, n, size) for _ in range(bootstrap))])  # (B,) counts scaled to N

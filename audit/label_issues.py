@@ -74,10 +74,11 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
     from cleanlab.multilabel_classification.filter import find_label_issues as cleanlab_find
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
-    margins = tag_margins(labels, pred_probs, rank_by)  # (N, K)
+    tags = cleanlab_tags(labels)  # once: at 1M clips x 10 tags the lists take ~3 s
+    varying, tag_lists, n_jobs = tags
+    margins = tag_margins(labels, pred_probs, rank_by, tags)  # (N, K)
     quality = worst_tag_quality(margins)  # (N,)
     given = labels.astype(bool)
-    varying, tag_lists, n_jobs = cleanlab_tags(labels)
     count = None
     if filter_by == ESTIMATE:
         order, flagged, count = cut(quality, labels, pred_probs, seed)
@@ -118,9 +119,10 @@ def by_clip(per_class) -> np.ndarray:
     return out
 
 
-def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.ndarray:
+def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: tuple | None = None) -> np.ndarray:
     """(N, K) float32: each (clip, tag) score against the clips sharing that tag and given value, in log-odds;
-    +inf for a tag on every clip or on none (nothing to compare it with).
+    +inf for a tag on every clip or on none (nothing to compare it with). `tags`: cleanlab_tags(labels), if
+    the caller has it already.
 
     cleanlab scores every (clip, tag) pair with `rank_by` (self_confidence: p where the tag is given, 1 - p
     where it is not). The heads are sure of some tags and unsure of others, so a raw score compares unlike
@@ -136,7 +138,7 @@ def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.
 
     from audit.issue_count import log_odds
 
-    varying, tag_lists, _ = cleanlab_tags(labels)
+    varying, tag_lists, _ = cleanlab_tags(labels) if tags is None else tags
     margins = np.full(labels.shape, np.inf, np.float32)
     if not varying.any():
         return margins

@@ -179,13 +179,13 @@ def clean_counts(name: str, seed: int = 0) -> dict:
         if steps is not None:
             p = instance_heads.with_step_heads(p, steps, labels, folds, pca_dim=pca_dim, seed=seed)
         c = issue_count.estimate(labels, p, tag_quality(labels, p, DEFAULT_RANK_BY), seed=seed)
-        return {"set": name, "n": len(labels), "classes": k, "estimate": c.estimate, "low": c.low, "high": c.high,
-                **c.rules, "predicted_neq_given": int(((p >= 0.5) != labels.astype(bool)).any(1).sum())}
-    quality = p[np.arange(len(labels)), labels]
-    c = issue_count.estimate(labels, p, quality, seed=seed)
+        extra = {"predicted_neq_given": int(((p >= 0.5) != labels.astype(bool)).any(1).sum())}
+    else:
+        c = issue_count.estimate(labels, p, p[np.arange(len(labels)), labels], seed=seed)
+        extra = {**previous_estimate(labels, p, c.rules["mixture"]),
+                 "predicted_neq_given": int((p.argmax(1) != labels).sum())}
     return {"set": name, "n": len(labels), "classes": k, "estimate": c.estimate, "low": c.low, "high": c.high,
-            **c.rules, **previous_estimate(labels, p, c.rules["mixture"]),
-            "predicted_neq_given": int((p.argmax(1) != labels).sum())}
+            **c.rules, **extra}
 
 
 def summarize(records: list[dict]) -> None:
