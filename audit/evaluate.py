@@ -27,8 +27,10 @@ from audit.label_issues import find_label_issues
 from audit.options import AUTO, NOISE_KINDS, RunOptions
 
 # best_cut_f1: the F1 of the best top-k of audit's own ranking, beside the flagged set's F1: the gap is
-# how far the flagged set's size is off; n_flagged against n_flips says which way (issue: cut the ranking)
-METRICS = ("precision", "recall", "f1", "best_cut_f1", "ap", "auroc", "precision_at_k", "n_flagged", "n_flips")
+# how far the flagged set's size is off; n_flagged against n_flips says which way (issue: cut the ranking);
+# n_estimated: the estimated number of wrong labels (= n_flagged, except for tag sets and cleanlab's rules)
+METRICS = ("precision", "recall", "f1", "best_cut_f1", "ap", "auroc", "precision_at_k", "n_flagged", "n_estimated",
+           "n_flips")
 REFERENCE_FEATURES = "embedding"  # the recipe as published used the speaker encoder's final embedding
 
 
@@ -64,8 +66,9 @@ def corrupt_tags(labels: np.ndarray, noise: float, rng: np.random.Generator) -> 
     return noisy, (noisy != labels).any(1)
 
 
-def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict:
-    """Precision/recall/F1 of the flagged set, AP/AUROC of the quality score, precision at k = #flips."""
+def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray, estimated: float | None = None) -> dict:
+    """Precision/recall/F1 of the flagged set, AP/AUROC of the quality score, precision at k = #flips;
+    `estimated`: the estimated number of wrong labels, where the method makes one (else the flagged count)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     tp = int((flipped & flagged).sum())
@@ -78,7 +81,8 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray) -> dict
     hits = np.cumsum(flipped[order])  # (N,) true flips among the top 1..N
     best_cut = float((2 * hits / (np.arange(1, len(order) + 1) + k)).max()) if k else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "best_cut_f1": best_cut,
-            "n_flagged": float(flagged.sum()), "n_flips": float(k),
+            "n_flagged": float(flagged.sum()), "n_estimated": float(flagged.sum() if estimated is None else estimated),
+            "n_flips": float(k),
             "ap": float(average_precision_score(flipped, -quality)),
             "auroc": float(roc_auc_score(flipped, -quality)),
             "precision_at_k": float(flipped[top_k].mean()) if k else 0.0}
@@ -94,7 +98,7 @@ def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, fi
     probs = out_of_fold(emb, noisy, fold_ids, n_classes, steps, l2=l2, pca_dim=pca_dim, calibration=calibration,
                         seed=seed, accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by, seed=seed)
-    return issues.flagged, issues.quality, probs
+    return issues.flagged, issues.quality, probs, None if issues.count is None else issues.count.estimate
 
 
 def reference_method(emb, noisy, n_classes, *, seed, **_):
@@ -113,7 +117,7 @@ def reference_method(emb, noisy, n_classes, *, seed, **_):
                                   cv=StratifiedKFold(5, shuffle=True, random_state=seed), method="predict_proba")
     flagged = np.zeros(len(noisy), dtype=bool)
     flagged[find_label_issues(noisy, probs, return_indices_ranked_by="self_confidence")] = True
-    return flagged, get_label_quality_scores(noisy, probs, method="self_confidence"), probs
+    return flagged, get_label_quality_scores(noisy, probs, method="self_confidence"), probs, None
 
 
 def _reference_multi_label(emb, noisy, seed):
@@ -136,7 +140,7 @@ def _reference_multi_label(emb, noisy, seed):
     if varying.any():
         flagged[find_label_issues(tags, probs[:, varying], return_indices_ranked_by="self_confidence")] = True
         quality = get_label_quality_scores(tags, probs[:, varying])
-    return flagged, quality, probs
+    return flagged, quality, probs, None
 
 
 def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOptions, *, noises, kind: str,
@@ -179,8 +183,9 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
                 flip_labels(labels, n_classes, noise, kind, rng, confusion)
             for name, method in methods.items():
                 extra = {"steps": steps} if name == "audit" else {}
-                flagged, quality, _ = method(inputs[name], noisy, n_classes, **{**opts, "seed": seed + r}, **extra)
-                runs[name].append(score(flipped, flagged, quality))
+                flagged, quality, _, estimated = method(inputs[name], noisy, n_classes, **{**opts, "seed": seed + r},
+                                                        **extra)
+                runs[name].append(score(flipped, flagged, quality, estimated))
                 if progress:
                     progress(noise, r, name)
         for name, scores in runs.items():

@@ -15,7 +15,8 @@ scores (N,), and their median. Class labels:
   mpe_tail  the smallest bound over the thresholds above MPE_TAIL of the wrong-label probabilities: within
             16% where the right labels' probabilities sit above that (sharp heads), up to 2.8x where weak
             heads give many right labels less (emotional speech)
-Tag sets: the mixture and cleanlab's multi-label `prune_by_class` and `both` counts.
+Tag sets: the mixture and cleanlab's multi-label `prune_by_class` and `both` counts; their flagged set stops
+where the expected F1 at that count is best (expected_f1_cut, label_issues.cut).
 A clean set whose lowest given-label probability is above MPE_TAIL of the wrong-label probabilities has
 both bounds at 0 (no clip below a threshold that most wrong labels would fall under).
 
@@ -66,11 +67,7 @@ class IssueCount:
     low: float  # 5th percentile over bootstrap resamples
     high: float  # 95th
     rules: dict  # rule -> count on all clips
-
-    @property
-    def n(self) -> int:
-        """The flagged set's size: the estimate, rounded."""
-        return int(round(self.estimate))
+    flagged: int  # the flagged set's size: the estimate, rounded (class labels) or expected_f1_cut's (tag sets)
 
 
 def mixture_count(quality: np.ndarray) -> int:
@@ -188,4 +185,20 @@ def estimate(labels: np.ndarray, probs: np.ndarray, quality: np.ndarray, seed: i
     # A count from `size` rows scaled to N spreads sqrt(N / size) times wider than one from N rows: shrink it back.
     totals = median + (scaled - np.median(scaled)) * np.sqrt(size / n) if bootstrap else np.array([median])
     low, high = np.clip(np.percentile(totals, [5, 95]), 0, n)  # the shrunk spread can reach past 0 or N
-    return IssueCount(estimate=median, low=float(min(low, median)), high=float(max(high, median)), rules=counts)
+    return IssueCount(estimate=median, low=float(min(low, median)), high=float(max(high, median)), rules=counts,
+                      flagged=int(round(median)))
+
+
+def expected_f1_cut(scores: np.ndarray, wrong: np.ndarray, estimate: float) -> int:
+    """How many of the ranked `scores` (N,) (ascending: most likely wrong first) to flag, given `wrong` (M,)
+    sorted, a sample of the scores wrong labels have, and `estimate` E wrong labels in all: the top k hold
+    about min(k, E, E x F(k-th score)) of them (F: the CDF of `wrong`), and k maximises the F1 that implies,
+    2 x that / (k + E). Where wrong labels sit below the right ones, k is E; where the tail of the ranking is
+    mostly right labels, k stops short of E (tag sets: see label_issues.cut)."""
+    if estimate < 0.5 or not len(wrong) or not len(scores):
+        return int(round(estimate))
+    k = np.arange(1, len(scores) + 1)
+    found = np.searchsorted(wrong, scores, side="right") / len(wrong) * estimate  # (N,) E x F
+    found = np.maximum.accumulate(np.minimum(np.minimum(found, k), estimate))
+    f1 = 2 * found / (k + estimate)
+    return int(np.argmax(f1)) + 1 if f1.max() > 0 else int(round(estimate))

@@ -5,7 +5,8 @@ out-of-fold probabilities. cleanlab scores every clip's label quality (`rank_by`
 wrong). Which clips are flagged (`filter_by`):
   estimate  (the default) the top of that ranking, as many clips as issue_count.py estimates are
             mislabelled: the ranking and the flags never disagree, and the flagged set's size is the
-            estimate a user quotes, with its range (`count`);
+            estimate a user quotes, with its range (`count`); tag sets: the size with the best expected
+            F1 at that estimate (`cut`), which can differ from it by a few clips;
   any other value: cleanlab's find_label_issues rule of that name.
 The suggested label is the arg-max of the probabilities. Results stay in row order; `order` says how
 to show them.
@@ -19,7 +20,7 @@ suggested tag set flips exactly those (with `estimate`: at least its worst tag, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,13 +41,27 @@ class LabelIssues:
     count: object = None  # issue_count.IssueCount with filter_by "estimate": the estimate, its range, each rule's count
 
 
-def cut(quality: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, seed: int = 0):
-    """(order (N,), flagged (N,) bool, IssueCount): the top of the quality ranking at the estimated count."""
+def cut(quality: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, seed: int = 0,
+        wrong: np.ndarray | None = None):
+    """(order (N,), flagged (N,) bool, IssueCount): the top of the quality ranking, as many clips as estimated.
+
+    Tag sets (`wrong`: wrong_tag_margins, on the log-odds scale of `quality`): as many as
+    issue_count.expected_f1_cut says. Their count runs 1.02-1.12x the corrupted clips, and the clips at the
+    end of that cut are mostly right ones; the cut at the best expected F1 took the gap to the best cut of
+    the ranking from 0.013-0.051 to 0.008-0.034 per block of 3 repeats, about the true count's (two tag
+    sets, 9 repeats: bench/RESULTS.md). Class labels keep the estimate: there the same rule cut confusable
+    flips short (their wrong labels score higher than F: ESC-50 0.033 -> 0.059).
+    """
     from audit import issue_count
 
     count = issue_count.estimate(labels, pred_probs, quality, seed=seed)
     order = np.lexsort((np.arange(len(quality)), quality)).astype(np.int64)  # most likely error first
-    return order, _mask(order[:count.n], len(quality)), count
+    if wrong is not None:
+        q = quality[order].astype(np.float64)
+        with np.errstate(divide="ignore"):
+            scores = np.log(q) - np.log1p(-q)  # (N,) the worst tag margins back, ascending
+        count = replace(count, flagged=issue_count.expected_f1_cut(scores, wrong, count.estimate))
+    return order, _mask(order[:count.flagged], len(quality)), count
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str,
@@ -81,7 +96,8 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
     given = labels.astype(bool)
     count = None
     if filter_by == ESTIMATE:
-        order, flagged, count = cut(quality, labels, pred_probs, seed)
+        wrong = wrong_tag_margins(labels, pred_probs, rank_by, tags)
+        order, flagged, count = cut(quality, labels, pred_probs, seed, wrong)
     else:
         flagged = np.zeros(len(labels), bool)
         if varying.any():
@@ -134,27 +150,63 @@ def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: 
     raw scores (audit's ranking until 2026-12-03) on the two tag sets, 5% and 10% corrupted, 3 repeats
     (bench/RESULTS.md): AP 0.862 -> 0.966 on spoken-word mixtures and 0.954 -> 0.968 on digit mixtures.
     """
-    from cleanlab.multilabel_classification.rank import get_label_quality_scores_per_class
-
-    from audit.issue_count import log_odds
-
     varying, tag_lists, _ = cleanlab_tags(labels) if tags is None else tags
     margins = np.full(labels.shape, np.inf, np.float32)
     if not varying.any():
         return margins
-    scores = by_clip(get_label_quality_scores_per_class(tag_lists, pred_probs[:, varying], method=rank_by))
-    assert scores.shape == (len(labels), varying.sum()), scores.shape
+    from audit.issue_count import log_odds
+
+    scores = _per_tag_scores(tag_lists, pred_probs[:, varying], rank_by)  # (N, V)
     given = labels[:, varying].astype(bool)  # (N, V)
-    prior = {value: float(scores[given == value].mean()) for value in (False, True)}
-    for j, tag in enumerate(np.flatnonzero(varying)):
-        score = scores[:, j].astype(np.float64)  # (N,)
-        bar = np.empty_like(score)
-        for value in (False, True):
-            rows = given[:, j] == value
-            others = score[rows].sum() - score[rows]  # (n_rows,) the rest of the group
-            bar[rows] = (others + TAG_PRIOR_CLIPS * prior[value]) / (rows.sum() - 1 + TAG_PRIOR_CLIPS)
-        margins[:, tag] = log_odds(score) - log_odds(bar)
+    sums, counts, prior = _tag_groups(scores, given)
+    value = given.astype(np.intp)
+    others = sums[value, np.arange(scores.shape[1])] - scores  # (N, V) the rest of each clip's group
+    bar = (others + TAG_PRIOR_CLIPS * prior[value]) / (counts[value, np.arange(scores.shape[1])] - 1 + TAG_PRIOR_CLIPS)
+    margins[:, varying] = log_odds(scores) - log_odds(bar)
     return margins
+
+
+def wrong_tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: tuple | None = None) -> np.ndarray:
+    """(M,) sorted: the tag_margins that wrong values would have, a sample of them.
+
+    Out of fold, a (clip, tag) given the wrong value v scores what the heads give v on a clip whose value is
+    not v; the clips given the other value (nearly all right) sample that. So each cell's score with its value
+    flipped, against the bar of the group it would then join (that tag and value, TAG_PRIOR_CLIPS shrinkage
+    as in tag_margins), is a wrong value's margin. Every s-th clip's cells, at most issue_count.WRONG_VALUES.
+    """
+    varying, tag_lists, _ = cleanlab_tags(labels) if tags is None else tags
+    if not varying.any():
+        return np.empty(0)
+    from audit.issue_count import WRONG_VALUES, log_odds
+
+    probs = pred_probs[:, varying]
+    given = labels[:, varying].astype(bool)  # (N, V)
+    sums, counts, prior = _tag_groups(_per_tag_scores(tag_lists, probs, rank_by), given)
+    rows = np.arange(0, len(labels), max(1, -(-given.size // WRONG_VALUES)))  # every s-th clip
+    flipped = ~given[rows]  # (n, V)
+    scores = _per_tag_scores([np.flatnonzero(row).tolist() for row in flipped], probs[rows], rank_by)
+    value = flipped.astype(np.intp)
+    group = np.arange(scores.shape[1])
+    bar = (sums[value, group] + TAG_PRIOR_CLIPS * prior[value]) / (counts[value, group] + TAG_PRIOR_CLIPS)
+    return np.sort((log_odds(scores) - log_odds(bar)).ravel())
+
+
+def _per_tag_scores(tag_lists: list, probs: np.ndarray, rank_by: str) -> np.ndarray:
+    """(N, V) cleanlab's score of each (clip, tag) for the tag lists given (tags numbered among the V)."""
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores_per_class
+
+    scores = by_clip(get_label_quality_scores_per_class(tag_lists, probs, method=rank_by)).astype(np.float64)
+    assert scores.shape == probs.shape, scores.shape
+    return scores
+
+
+def _tag_groups(scores: np.ndarray, given: np.ndarray) -> tuple:
+    """Per (given value, tag) group of `scores` (N, V): (sums (2, V), clip counts (2, V), prior (2,): the mean
+    score of every (clip, tag) with that value), row 0 for a value not given, row 1 for a given one."""
+    sums = np.stack([np.where(given == v, scores, 0.0).sum(0) for v in (False, True)])
+    counts = np.stack([(given == v).sum(0) for v in (False, True)]).astype(np.float64)
+    prior = sums.sum(1) / np.maximum(counts.sum(1), 1)
+    return sums, counts, prior
 
 
 def worst_tag_quality(margins: np.ndarray) -> np.ndarray:

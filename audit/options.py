@@ -53,9 +53,10 @@ FILTER_BY = (ESTIMATE, "prune_by_noise_rate", "prune_by_class", "both", "confide
 # issue_count.py's estimate on 25 (6 repeats; 17 with the estimate before 2026-12-03), with an equal or higher
 # F1 on every cell (bench/cut_study.py, bench/RESULTS.md).
 DEFAULT_FILTER_BY = ESTIMATE
-# Tag sets get it too: with the ranking of label_issues.tag_margins (3 repeats), F1 0.899-0.923 against
-# confident_learning's 0.870-0.875 on the digit tag set and 0.902-0.915 against 0.852-0.854 on the spoken-word
-# tag set, counts 1.02-1.11x of the corrupted clips against 0.77-0.82x (bench/RESULTS.md); a flagged clip's
+# Tag sets get it too: with the ranking of label_issues.tag_margins and the cut at the best expected F1
+# (label_issues.cut; 9 repeats), F1 0.923-0.928 on the digit tag set and 0.894-0.922 on the spoken-word tag
+# set against confident_learning's 0.85-0.89, counts 1.05-1.10x of the corrupted clips against 0.77-0.83x
+# (bench/RESULTS.md); a flagged clip's
 # changed tags come from confident_learning's per-tag issues, which had the best F1 on both tag sets before
 # (+0.03-0.06 over prune_by_class).
 TAG_ISSUES_FILTER_BY = "confident_learning"  # which tags of a flagged clip look missing or wrong (label_issues.py)

@@ -300,18 +300,21 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
 def estimate_record(count) -> dict:
     """summary.json's label_issue_estimate: how many labels look wrong, with the range a user can quote."""
     return {"estimate": round(count.estimate, 1), "low": round(count.low, 1), "high": round(count.high, 1),
-            "flagged": count.n, "rules": dict(count.rules),
+            "flagged": count.flagged, "rules": dict(count.rules),
             "range": "5th-95th percentile of the estimate over bootstrap resamples of the clips",
             "method": "the median of the rules' counts (issue_count.py); the flagged clips are the top of the "
-                      "ranking at that size"}
+                      "ranking at that size (tag sets: at the size with the best expected F1, label_issues.cut)"}
 
 
 def issues_line(summary: dict) -> str:
-    """'~62 likely label issues (range 50-75)': the count a user quotes, with its range where it was estimated."""
+    """'~62 likely label issues (range 50-75)': the count a user quotes, with its range where it was estimated,
+    and how many are flagged where that differs (tag sets: label_issues.cut)."""
     est = summary.get("label_issue_estimate")
     if not est:
         return f"{summary['n_label_issues']} likely label issues"
-    return f"~{summary['n_label_issues']} likely label issues (range {est['low']:.0f}-{est['high']:.0f})"
+    line = f"~{round(est['estimate'])} likely label issues (range {est['low']:.0f}-{est['high']:.0f})"
+    flagged = summary["n_label_issues"]
+    return line if flagged == round(est["estimate"]) else f"{line}, the {flagged} most likely flagged"
 
 
 def final_seconds(summary: dict, later: dict, total: float) -> dict:

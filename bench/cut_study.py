@@ -56,7 +56,6 @@ def score(base: dict, p: np.ndarray, noisy: np.ndarray, flipped: np.ndarray, see
     """One record per rule for one fit's probabilities `p` (N, K) of the `noisy` labels, `flipped` the truth."""
     from sklearn.metrics import average_precision_score
 
-    from audit import issue_count
     from audit.label_issues import find_label_issues
     from audit.options import DEFAULT_RANK_BY
 
@@ -74,9 +73,12 @@ def score(base: dict, p: np.ndarray, noisy: np.ndarray, flipped: np.ndarray, see
     tp = int((flagged & flipped).sum())
     rules = {"cleanlab filter (flags)": (flagged.sum(), 2 * tp / (flagged.sum() + flipped.sum()), None)}
     t = time.perf_counter()
-    c = issue_count.estimate(noisy, p, quality, seed=seed)
-    base["estimate_s"] = round(time.perf_counter() - t, 3)
-    rules["estimate (median)"] = (c.estimate, None, (c.low, c.high))
+    est = find_label_issues(noisy, p, filter_by="estimate", rank_by=DEFAULT_RANK_BY, seed=seed)  # as a run flags
+    base["estimate_s"] = round(time.perf_counter() - t, 3)  # the ranking, the count and (tag sets) the cut
+    c = est.count
+    hits = int((est.flagged & flipped).sum())
+    base["flagged"] = int(est.flagged.sum())  # the estimate rounded; tag sets: issue_count.expected_f1_cut's size
+    rules["estimate (median)"] = (c.estimate, 2 * hits / (base["flagged"] + flipped.sum()), (c.low, c.high))
     for rule, count in c.rules.items():
         rules[rule] = (count, None, None)
     if not multi:  # the class-label estimate until 2026-12-03, on the same fits: is the new one better out of sample?
@@ -164,7 +166,7 @@ def clean_counts(name: str, seed: int = 0) -> dict:
     """The count on the labels as published (no flips): what a run on a healthy set reports, old rule beside new."""
     from audit import heads, instance_heads, issue_count
     from audit.folds import fold_ids
-    from audit.label_issues import tag_quality
+    from audit.label_issues import find_label_issues
     from audit.options import DEFAULT_L2, DEFAULT_RANK_BY, task_defaults
     from embed_sets import load
 
@@ -178,8 +180,10 @@ def clean_counts(name: str, seed: int = 0) -> dict:
     if multi:  # tag sets: the step heads join and the clips rank by their worst tag, as in a run
         if steps is not None:
             p = instance_heads.with_step_heads(p, steps, labels, folds, pca_dim=pca_dim, seed=seed)
-        c = issue_count.estimate(labels, p, tag_quality(labels, p, DEFAULT_RANK_BY), seed=seed)
-        extra = {"predicted_neq_given": int(((p >= 0.5) != labels.astype(bool)).any(1).sum())}
+        found = find_label_issues(labels, p, filter_by="estimate", rank_by=DEFAULT_RANK_BY, seed=seed)
+        c = found.count
+        extra = {"flagged": int(found.flagged.sum()),  # issue_count.expected_f1_cut's size
+                 "predicted_neq_given": int(((p >= 0.5) != labels.astype(bool)).any(1).sum())}
     else:
         c = issue_count.estimate(labels, p, p[np.arange(len(labels)), labels], seed=seed)
         extra = {**previous_estimate(labels, p, c.rules["mixture"]),

@@ -37,7 +37,7 @@ def test_score_on_a_perfect_and_a_useless_ranking():
     flipped = np.array([True, True, False, False, False])
     perfect = score(flipped, flipped, np.array([0.1, 0.2, 0.8, 0.9, 0.95]))
     assert perfect == pytest.approx({"precision": 1, "recall": 1, "f1": 1, "best_cut_f1": 1, "ap": 1, "auroc": 1,
-                                     "precision_at_k": 1, "n_flagged": 2, "n_flips": 2})
+                                     "precision_at_k": 1, "n_flagged": 2, "n_estimated": 2, "n_flips": 2})
     wrong = score(flipped, ~flipped, np.array([0.9, 0.95, 0.1, 0.2, 0.3]))
     assert wrong["precision"] == 0 and wrong["recall"] == 0 and wrong["f1"] == 0 and wrong["auroc"] == 0
 

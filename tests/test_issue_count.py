@@ -54,7 +54,7 @@ def test_a_clean_set_counts_next_to_nothing():
     """No wrong labels: the mixture still splits one population in two, the bounds keep the median near zero."""
     labels, p, _ = noisy_probs(flips=0)
     count = issue_count.estimate(labels, p, p[np.arange(len(labels)), labels])
-    assert count.rules["mixture"] > 100 and count.n <= 2 and count.high <= 5
+    assert count.rules["mixture"] > 100 and count.flagged <= 2 and count.high <= 5
 
 
 def test_the_mixture_counts_the_low_group_and_nothing_in_one_value():
@@ -101,7 +101,7 @@ def test_tag_sets_resample_at_most_tag_cells_and_scale_the_range_back(monkeypatc
 def test_flags_are_the_top_of_the_ranking_at_the_estimate():
     labels, p, flipped = noisy_probs(flips=60, sharp=3.0, seed=2)  # a blurrier model: the rules disagree a little
     issues = find_label_issues(labels, p, filter_by="estimate")
-    n = issues.count.n
+    n = issues.count.flagged
     assert issues.flagged.sum() == n > 0
     assert set(issues.order[:n]) == set(np.flatnonzero(issues.flagged))  # the ranking and the flags agree
     assert np.all(np.diff(issues.quality[issues.order]) >= 0)
@@ -122,3 +122,50 @@ def test_tag_sets_get_an_estimate_and_each_flagged_clip_a_changed_tag():
     flagged = np.flatnonzero(issues.flagged)
     assert (issues.suggested[flagged] != labels[flagged]).any(1).all()
     assert not (issues.suggested[~issues.flagged] != labels[~issues.flagged]).any()
+
+
+def test_the_expected_f1_cut_is_the_estimate_on_a_sharp_ranking_and_stops_short_where_the_tail_is_right_labels():
+    """issue_count.expected_f1_cut: wrong labels score like `wrong`. Where they sit apart the cut is the estimate;
+    where right labels crowd the scores that most wrong ones would exceed, it ends before them."""
+    wrong = np.sort(np.random.default_rng(0).normal(-6, 1, 5000))  # wrong labels' scores
+    right = np.random.default_rng(1).normal(4, 1, 950)
+    sharp = np.sort(np.r_[np.random.default_rng(2).normal(-6, 1, 50), right])
+    assert abs(issue_count.expected_f1_cut(sharp, wrong, 50.0) - 50) <= 2  # F reaches 1 just past the 50
+    assert issue_count.expected_f1_cut(sharp, wrong, 60.0) == 60  # sharp: the estimate, even one too high
+    blurred = np.sort(np.r_[np.random.default_rng(2).normal(-6, 1, 50), np.random.default_rng(3).normal(-1, 2, 950)])
+    k = issue_count.expected_f1_cut(blurred, wrong, 60.0)
+    assert 30 <= k < 60  # where right labels crowd the tail, fewer flags than the estimate
+    assert issue_count.expected_f1_cut(sharp, wrong, 0.0) == 0
+    assert issue_count.expected_f1_cut(sharp, np.empty(0), 7.0) == 7  # nothing to go by: the estimate
+
+
+def test_a_tag_sets_flags_stop_where_its_wrong_values_end_and_the_line_says_so():
+    """Tag sets flag at the best expected F1 (label_issues.cut): the top of the ranking, and the summary line
+    gives the estimate and the flagged count when they differ."""
+    from audit.label_issues import tag_margins, wrong_tag_margins
+    from audit.outputs import issues_line
+
+    rng = np.random.default_rng(4)
+    n, k = 1500, 6
+    truth = (rng.random((n, k)) < 0.3).astype(np.int64)
+    p = np.clip(truth * 0.8 + 0.1 + rng.normal(0, 0.08, (n, k)), 0.01, 0.99)
+    labels = truth.copy()
+    rows = rng.choice(n, 60, replace=False)
+    labels[rows, rng.integers(0, k, 60)] ^= 1
+    wrong = wrong_tag_margins(labels, p, "self_confidence")
+    margins = tag_margins(labels, p, "self_confidence")
+    bad = labels != truth
+    assert len(wrong) == n * k and np.all(np.diff(wrong) >= 0)
+    # the planted wrong cells' margins look like the sample, not like the right cells'
+    assert abs(np.median(margins[bad]) - np.median(wrong)) < 1.0 < np.median(margins[~bad]) - np.median(wrong)
+    issues = find_label_issues(labels, p, filter_by="estimate")
+    c = issues.count
+    assert issues.flagged.sum() == c.flagged and set(issues.order[:c.flagged]) == set(np.flatnonzero(issues.flagged))
+    hits = (issues.flagged & bad.any(1)).sum()
+    assert hits >= 0.8 * 60 and hits >= 0.8 * c.flagged
+    # here cleanlab's counts run short (~50 of 60) and the cut goes on to where the wrong values end
+    f1 = 2 * np.cumsum(bad.any(1)[issues.order]) / (np.arange(1, n + 1) + 60)  # (N,) F1 of each top k
+    assert f1[c.flagged - 1] >= max(f1[round(c.estimate) - 1], f1.max() - 0.01)
+    summary = {"n_label_issues": 55, "label_issue_estimate": {"estimate": 60.0, "low": 50.0, "high": 70.0}}
+    assert issues_line(summary) == "~60 likely label issues (range 50-70), the 55 most likely flagged"
+    assert issues_line({**summary, "n_label_issues": 60}) == "~60 likely label issues (range 50-70)"

@@ -68,7 +68,8 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     outliers = run.outliers
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
     html = env.get_template("template.html").render(
-        s=s, est=est, past=past, di=s.get("data_issues", {}), data_name=s["options"]["data"], classes=classes, issues=issues,
+        s=s, est=est, est_n=None if est is None else round(est["estimate"]), past=past, di=s.get("data_issues", {}),
+        data_name=s["options"]["data"], classes=classes, issues=issues,
         matrix=None if multi else _matrix(labels, probs, classes), rates=_rates(run.class_imbalance),
         max_rate=max(run.class_imbalance["issue_rate"].tolist() + [1e-9]),
         points=_points(run.clip_map, scores.rename(columns={given_col: "given_label", suggested_col: "suggested_label"}),
