@@ -319,3 +319,42 @@ def test_a_clean_set_flags_nothing_and_its_page_still_offers_the_ranking(browser
     assert len(past) == 10 and browser.find_element(By.ID, "review-progress").text.startswith("0 of 10")
     browser.find_element(By.TAG_NAME, "body").send_keys("j")  # the first card past the cut: its <details> opens
     assert browser.find_element(By.ID, "past-cut").get_attribute("open") is not None and past[0].is_displayed()
+
+
+def test_a_tag_sets_page_offers_the_clips_past_the_cut_with_their_worst_tag_flipped(tmp_path, browser):
+    """Tag sets: the clips past the cut carry no suggested change of their own; their cards offer the one
+    tag that ranks them (label_issues.tag_margins) flipped, so the review can go on past the cut."""
+    import re
+
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    import audit
+    from synthetic_set import write_set
+
+    rng = np.random.default_rng(0)
+    tags = ["bark", "car", "rain", "speech"]
+    truth = rng.random((240, 4)) < 0.35
+    emb = 5.0 * truth + rng.normal(0, 0.7, (240, 4))  # one axis per tag
+    emb = np.hstack([emb, rng.normal(0, 1, (240, 4))]).astype(np.float32)
+    given = truth.copy()
+    given[rng.choice(240, 12, replace=False), rng.integers(0, 4, 12)] ^= True  # 12 clips: one tag wrong
+    cells = [";".join(t for t, on in zip(tags, row) if on) for row in given]
+    manifest, npy = write_set(tmp_path / "set", emb, cells)
+    audit.run(manifest, embeddings=npy, multi_label=True, devices=1, progress=False, out=str(tmp_path / "out"))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="past-cut"' in html
+    past = html.split('id="past-cut"', 1)[1]
+    pairs = re.findall(r'class="given">([^<]*)</span> → suggested <span class="suggested">([^<]*)</span>', past)
+    assert len(pairs) >= 10
+    for was, now in pairs:  # exactly one tag differs
+        assert len(set(filter(None, was.split(";"))) ^ set(filter(None, now.split(";")))) == 1, (was, now)
+    browser.get((tmp_path / "out" / "report.html").as_uri())
+    browser.execute_script("localStorage.clear()")
+    browser.refresh()
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    browser.find_element(By.CSS_SELECTOR, "#past-cut summary").click()
+    card = browser.find_elements(By.CSS_SELECTOR, "#past-cut .issue")[0]
+    card.find_element(By.CSS_SELECTOR, "button.accept").click()
+    assert card.get_attribute("data-decision") == "accept"
+    assert card.find_element(By.CSS_SELECTOR, ".status").text.endswith(f": {pairs[0][1]}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audit.options import DEFAULT_REPORT_TOP
+from audit.options import DEFAULT_RANK_BY, DEFAULT_REPORT_TOP
 
 MEDIA_SECONDS = 10.0  # longer clips are cut in the page: it stays light
 MAX_MAP_POINTS = 5000  # every flagged clip, plus a seeded sample of the rest
@@ -48,6 +48,17 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     files = run.clip_map["file"].tolist()
     given_col, suggested_col = label_columns(scores)
     multi = given_col == "given_tags"
+    est = s.get("label_issue_estimate")
+    n_flagged = int(scores["is_label_issue"].sum())
+    # The next clips of the ranking, past the estimated cut, for a longer review. A tag set's clip past the
+    # cut carries no suggested change: its card offers its worst tag flipped (past_tag_suggestions).
+    past_rows = scores[~scores["is_label_issue"]].head(
+        0 if est is None else past_cut(n_flagged, est["high"], top - min(top, n_flagged)))
+    if multi and len(past_rows):
+        scores = scores.copy()
+        scores.loc[past_rows.index, suggested_col] = past_tag_suggestions(
+            scores, given_col, classes, probs, s["options"].get("rank_by", DEFAULT_RANK_BY), past_rows["row"])
+        past_rows = scores.loc[past_rows.index]
     # the review controls pick among names: classes, or for tag sets every given and suggested set
     names = sorted(set(scores[given_col]) | set(scores[suggested_col])) if multi else list(classes)
     name_id = {c: i for i, c in enumerate(names)}
@@ -58,13 +69,8 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     flagged = scores[scores["is_label_issue"]].rename(columns={given_col: "given_label", suggested_col: "suggested_label"})
 
     issues = [_issue(r, files[r.row], probs[r.row], classes) for r in flagged.head(top).itertuples()]
-    est = s.get("label_issue_estimate")
-    # The next clips of the ranking, past the estimated cut, for a longer review (not for tag sets: a clip
-    # past the cut carries no suggested change, so there would be nothing to accept).
-    past = [] if est is None or multi else [
-        _issue(r, files[r.row], probs[r.row], classes) for r in scores[~scores["is_label_issue"]].rename(
-            columns={given_col: "given_label", suggested_col: "suggested_label"}).head(
-            past_cut(len(flagged), est["high"], top - len(issues))).itertuples()]
+    past = [_issue(r, files[r.row], probs[r.row], classes) for r in past_rows.rename(
+        columns={given_col: "given_label", suggested_col: "suggested_label"}).itertuples()]
     outliers = run.outliers
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
     html = env.get_template("template.html").render(
@@ -87,6 +93,26 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def past_tag_suggestions(scores: pd.DataFrame, given_col: str, classes: list, probs: np.ndarray, rank_by: str,
+                         rows: pd.Series) -> np.ndarray:
+    """Tag sets: for clips `rows` past the cut, their given tag set with its worst tag flipped (the tag that
+    ranks the clip, label_issues.tag_margins), as text: what a flagged clip that cleanlab names no tag of
+    gets. A clip with no tag to compare keeps its given set."""
+    from audit.label_issues import tag_margins
+    from audit.labels import SEP, as_text
+
+    index = {c: i for i, c in enumerate(classes)}
+    given = np.zeros(probs.shape, dtype=np.int8)  # (N, K) multi-hot, row order
+    for row, text in zip(scores["row"], scores[given_col].fillna("").astype(str)):
+        given[row, [index[t] for t in text.split(SEP) if t]] = 1
+    rows = rows.to_numpy()
+    margins = tag_margins(given, probs, rank_by)[rows]  # (n, K)
+    flipped = given[rows].copy()
+    some = np.isfinite(margins).any(1)
+    flipped[np.flatnonzero(some), margins[some].argmin(1)] ^= 1
+    return as_text(flipped, classes)
 
 
 def past_cut(n_flagged: int, high: float, room: int) -> int:
