@@ -14,7 +14,9 @@ frame features; with --embeddings FILE both use that file's embeddings.
 
 Multi-label (`labels` (N, K) multi-hot): a fraction `noise` of the clips get one tag corrupted,
 half of them by dropping one of their tags (the commonest defect: a missing tag), half by swapping
-one for a tag they lack; the reference is one-vs-rest LogisticRegression(C=0.01) with cleanlab's
+one for a tag they lack; the tags uniformly (`uniform`) or (`confusable`) the one dropped drawn by how
+much the heads doubt it on that clip (1 - p, out of fold on the clean tags) and the one added by how
+much they hear it (p). The reference is one-vs-rest LogisticRegression(C=0.01) with cleanlab's
 multi-label ranking.
 """
 
@@ -52,17 +54,24 @@ def flip_labels(labels: np.ndarray, n_classes: int, noise: float, kind: str, rng
     return noisy, flipped
 
 
-def corrupt_tags(labels: np.ndarray, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy multi-hot (N, K), corrupted (N,) bool): drop one given tag or swap one for an absent tag."""
+def corrupt_tags(labels: np.ndarray, noise: float, rng: np.random.Generator,
+                 clean_probs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy multi-hot (N, K), corrupted (N,) bool): drop one given tag or swap one for an absent tag.
+    `clean_probs` (N, K) (confusable): the tag dropped drawn by 1 - p, the tag added by p (+ a floor)."""
     n_corrupt = int(round(noise * len(labels)))
     noisy = labels.copy()
+
+    def pick(tags, weights):
+        return rng.choice(tags) if clean_probs is None else rng.choice(tags, p=weights / weights.sum())
+
     for i in rng.choice(len(labels), size=n_corrupt, replace=False):
         have, lack = np.flatnonzero(labels[i]), np.flatnonzero(labels[i] == 0)
         drop = len(have) and (not len(lack) or rng.random() < 0.5)
+        p = None if clean_probs is None else clean_probs[i].astype(np.float64)
         if len(have):
-            noisy[i, rng.choice(have)] = 0  # a missing tag...
-        if not drop:
-            noisy[i, rng.choice(lack)] = 1  # ...or a wrong one in its place (just an extra one for a clip without tags)
+            noisy[i, pick(have, None if p is None else 1 - p[have] + 1e-9)] = 0  # a missing tag...
+        if not drop:  # ...or a wrong one in its place (just an extra one for a clip without tags)
+            noisy[i, pick(lack, None if p is None else p[lack] + 1e-9)] = 1
     return noisy, (noisy != labels).any(1)
 
 
@@ -154,23 +163,22 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
     (`reference_options`' embeddings); None: `emb`.
     """
     assert run.filter_by is not None and run.pca_dim != "auto", "options must be resolved first"
-    assert kind in NOISE_KINDS or labels.ndim == 2, kind
+    assert kind in NOISE_KINDS, kind
     seed = run.seed
     opts = dict(folds=run.folds, seed=seed, l2=run.l2, pca_dim=run.pca_dim, rank_by=run.rank_by,
                 filter_by=run.filter_by, calibration=run.calibration, accelerator=run.accelerator)
     inputs = {"audit": emb, "reference": emb if reference_emb is None else reference_emb}  # (N, D), (N, E)
     assert len(inputs["reference"]) == len(emb), (len(inputs["reference"]), len(emb))
-    confusion = None
-    if labels.ndim == 2:
-        kind = "tags"  # multi-label: one tag dropped or swapped per corrupted clip
-    elif kind == "confusable":  # the heads' probabilities on the clean labels (no ranking needed)
+    confusion = clean_probs = None
+    if kind == "confusable":  # the heads' probabilities on the clean labels (no ranking needed)
         from audit.folds import fold_ids
         from audit.pipeline import out_of_fold
 
         clean_probs = out_of_fold(emb, labels, fold_ids(labels, run.folds, seed), n_classes, l2=run.l2,
                                   pca_dim=run.pca_dim, calibration=run.calibration, seed=seed,
-                                  accelerator=run.accelerator)
-        confusion = np.stack([clean_probs[labels == c].mean(0) for c in range(n_classes)])  # (C, C)
+                                  accelerator=run.accelerator)  # (N, C); tag sets: clip heads only
+        if labels.ndim == 1:
+            confusion = np.stack([clean_probs[labels == c].mean(0) for c in range(n_classes)])  # (C, C)
     methods = {"audit": audit_method, **({"reference": reference_method} if baseline == "reference" else {})}
     records = []
     for noise in noises:
@@ -179,7 +187,7 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
         runs = {m: [] for m in methods}
         for r in range(repeats):
             rng = np.random.default_rng([seed, r, int(round(noise * 1e6))])
-            noisy, flipped = corrupt_tags(labels, noise, rng) if kind == "tags" else \
+            noisy, flipped = corrupt_tags(labels, noise, rng, clean_probs) if labels.ndim == 2 else \
                 flip_labels(labels, n_classes, noise, kind, rng, confusion)
             for name, method in methods.items():
                 extra = {"steps": steps} if name == "audit" else {}

@@ -100,7 +100,7 @@ def main() -> None:
         embed_s = time.perf_counter() - t
         k = len(data.classes)
         print(f"# {set_name}: {len(data.clips)} clips, {k} classes, embedded/loaded in {embed_s:.0f} s", flush=True)
-        for kind in (["tags"] if multi else args.kinds):
+        for kind in (["uniform"] if multi else args.kinds):  # tag sets: one tag dropped or swapped, any tag
             for name in args.configs + ["reference"]:
                 rep, l2, pca, *steps = CONFIGS.get(name, ("embedding", 0.01, None))
                 t = time.perf_counter()
@@ -109,7 +109,8 @@ def main() -> None:
                                         repeats=args.repeats, baseline="reference" if name == "reference" else None,
                                         steps=data.steps if steps == [True] else None)
                 rec = [r for r in rec if r["method"] == ("reference" if name == "reference" else "audit")][0]
-                row = {"set": set_name, "n": len(data.clips), "classes": k, "kind": kind, "config": name,
+                row = {"set": set_name, "n": len(data.clips), "classes": k, "kind": "tags" if multi else kind,
+                       "config": name,
                        "seconds": round(time.perf_counter() - t, 1),
                        **{m: rec[m]["mean"] for m in ("f1", "ap", "precision", "recall")},
                        "f1_runs": rec["f1"]["runs"], "ap_runs": rec["ap"]["runs"]}

@@ -98,3 +98,29 @@ def test_score_gives_the_best_cut_of_the_ranking_beside_the_flagged_set():
     assert s["best_cut_f1"] == 1.0 and s["f1"] == pytest.approx(0.75) and (s["n_flagged"], s["n_flips"]) == (5, 3)
     worse = score(flipped, flagged, -quality)  # flips last: the best cut is all clips
     assert worse["best_cut_f1"] == pytest.approx(2 * 3 / (8 + 3))
+
+
+def test_confusable_tag_noise_drops_the_tags_the_heads_doubt_and_adds_those_they_half_hear(tmp_path, monkeypatch):
+    """`audit evaluate --multi-label --noise-kind confusable` end to end (from embeddings): tag 'b' is barely
+    told apart from its absence, so far more corrupted clips lose or gain 'b' than under uniform tag noise."""
+    rng = np.random.default_rng(0)
+    truth = rng.random((300, 4)) < 0.4
+    truth[~truth.any(1), 0] = True
+    emb = np.where(truth, 4.0, 0.0) + rng.normal(0, 0.6, (300, 4))
+    emb[:, 1] = 0.5 * truth[:, 1] + rng.normal(0, 1.0, 300)  # tag b: a weak signal
+    emb = np.hstack([emb, rng.normal(0, 1, (300, 4))]).astype(np.float32)
+    cells = [";".join(t for t, on in zip("abcd", row) if on) for row in truth]
+    manifest, npy = write_set(tmp_path / "set", emb, cells)
+    corrupted = []
+    spy(monkeypatch, "corrupt_tags", corrupted)
+    argv = ["evaluate", "--data", manifest, "--embeddings", npy, "--multi-label", "--out", str(tmp_path / "eval"),
+            "--noise", "0.2", "--repeats", "1", "--noise-kind", "confusable", "--devices", "1", "--no-progress"]
+    assert main(argv) == 0
+    (given, *_, clean), (noisy, hit) = corrupted[0]
+    assert clean.shape == (300, 4) and hit.sum() == 60
+    changed = given != noisy  # (N, K)
+    uniform = np.mean([(evaluate.corrupt_tags(given, 0.2, np.random.default_rng(s))[0] != given)[:, 1].sum()
+                       for s in range(5)])  # clips whose b changed under uniform tag noise
+    assert changed[:, 1].sum() > 1.3 * uniform, (changed[:, 1].sum(), uniform)  # 30 vs 18.6 when written
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["noise_kind"] == "confusable" and report["options"]["multi_label"]
