@@ -108,14 +108,20 @@ def test_flags_are_the_top_of_the_ranking_at_the_estimate():
     assert (issues.flagged & flipped).sum() >= 0.8 * flipped.sum()
 
 
-def test_tag_sets_get_an_estimate_and_each_flagged_clip_a_changed_tag():
-    rng = np.random.default_rng(3)
-    n, k = 600, 5
+def noisy_tags(n: int, k: int, wrong: int, right_p: float, spread: float, seed: int) -> tuple:
+    """(given multi-hot (N, K), sigmoid-like probs (N, K), truth (N, K)): one tag wrong or missing on `wrong`
+    clips; a tag the clip has scores about right_p, one it lacks 1 - right_p, each +- spread."""
+    rng = np.random.default_rng(seed)
     truth = (rng.random((n, k)) < 0.3).astype(np.int64)
-    p = np.clip(truth * 0.9 + 0.05 + rng.normal(0, 0.03, (n, k)), 0.01, 0.99)
+    p = np.clip(truth * (2 * right_p - 1) + (1 - right_p) + rng.normal(0, spread, (n, k)), 0.01, 0.99)
     labels = truth.copy()
-    rows = rng.choice(n, 30, replace=False)
-    labels[rows, rng.integers(0, k, 30)] ^= 1  # one tag wrong or missing on 30 clips
+    rows = rng.choice(n, wrong, replace=False)
+    labels[rows, rng.integers(0, k, wrong)] ^= 1
+    return labels, p, truth
+
+
+def test_tag_sets_get_an_estimate_and_each_flagged_clip_a_changed_tag():
+    labels, p, _ = noisy_tags(600, 5, 30, right_p=0.95, spread=0.03, seed=3)
     issues = find_label_issues(labels, p, filter_by="estimate")
     assert issues.count is not None and issues.count.estimate == pytest.approx(30, rel=0.3)
     assert set(issues.count.rules) == set(issue_count.TAG_RULES)
@@ -145,13 +151,8 @@ def test_a_tag_sets_flags_stop_where_its_wrong_values_end_and_the_line_says_so()
     from audit.label_issues import tag_margins, wrong_tag_margins
     from audit.outputs import issues_line
 
-    rng = np.random.default_rng(4)
     n, k = 1500, 6
-    truth = (rng.random((n, k)) < 0.3).astype(np.int64)
-    p = np.clip(truth * 0.8 + 0.1 + rng.normal(0, 0.08, (n, k)), 0.01, 0.99)
-    labels = truth.copy()
-    rows = rng.choice(n, 60, replace=False)
-    labels[rows, rng.integers(0, k, 60)] ^= 1
+    labels, p, truth = noisy_tags(n, k, 60, right_p=0.9, spread=0.08, seed=4)
     wrong = wrong_tag_margins(labels, p, "self_confidence")
     margins = tag_margins(labels, p, "self_confidence")
     bad = labels != truth
