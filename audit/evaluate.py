@@ -30,7 +30,8 @@ from audit.options import AUTO, NOISE_KINDS, RunOptions
 
 # best_cut_f1: the F1 of the best top-k of audit's own ranking, beside the flagged set's F1: the gap is
 # how far the flagged set's size is off; n_flagged against n_flips says which way (issue: cut the ranking);
-# n_estimated: the estimated number of wrong labels (= n_flagged, except for tag sets and cleanlab's rules)
+# n_estimated: the estimated number of wrong labels (issue_count.py, unrounded; n_flagged where no estimate is
+# made: cleanlab's filters, the reference)
 METRICS = ("precision", "recall", "f1", "best_cut_f1", "ap", "auroc", "precision_at_k", "n_flagged", "n_estimated",
            "n_flips")
 REFERENCE_FEATURES = "embedding"  # the recipe as published used the speaker encoder's final embedding
@@ -176,7 +177,7 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
 
         clean_probs = out_of_fold(emb, labels, fold_ids(labels, run.folds, seed), n_classes, l2=run.l2,
                                   pca_dim=run.pca_dim, calibration=run.calibration, seed=seed,
-                                  accelerator=run.accelerator)  # (N, C); tag sets: clip heads only
+                                  accelerator=run.accelerator)  # (N, C); tag sets: without the step heads
         if labels.ndim == 1:
             confusion = np.stack([clean_probs[labels == c].mean(0) for c in range(n_classes)])  # (C, C)
     methods = {"audit": audit_method, **({"reference": reference_method} if baseline == "reference" else {})}

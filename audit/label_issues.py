@@ -6,7 +6,7 @@ wrong). Which clips are flagged (`filter_by`):
   estimate  (the default) the top of that ranking, as many clips as issue_count.py estimates are
             mislabelled: the ranking and the flags never disagree, and the flagged set's size is the
             estimate a user quotes, with its range (`count`); tag sets: the size with the best expected
-            F1 at that estimate (`cut`), which can differ from it by a few clips;
+            F1 at that estimate, within its range (`cut`);
   any other value: cleanlab's find_label_issues rule of that name.
 The suggested label is the arg-max of the probabilities. Results stay in row order; `order` says how
 to show them.
@@ -42,25 +42,24 @@ class LabelIssues:
 
 
 def cut(quality: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray, seed: int = 0,
-        wrong: np.ndarray | None = None):
+        worst: np.ndarray | None = None, wrong: np.ndarray | None = None):
     """(order (N,), flagged (N,) bool, IssueCount): the top of the quality ranking, as many clips as estimated.
 
-    Tag sets (`wrong`: wrong_tag_margins, on the log-odds scale of `quality`): as many as
-    issue_count.expected_f1_cut says. Their count runs 1.02-1.12x the corrupted clips, and the clips at the
-    end of that cut are mostly right ones; the cut at the best expected F1 took the gap to the best cut of
-    the ranking from 0.013-0.051 to 0.008-0.034 per block of 3 repeats, about the true count's (two tag
-    sets, 9 repeats: bench/RESULTS.md). Class labels keep the estimate: there the same rule cut confusable
-    flips short (their wrong labels score higher than F: ESC-50 0.033 -> 0.059).
+    Tag sets (`worst` (N,): worst_tag_margin, the margin `quality` is the sigmoid of; `wrong` (M,):
+    wrong_tag_margins): as many as issue_count.expected_f1_cut says, within the estimate's range. Their count
+    runs 1.02-1.12x the corrupted clips, and the clips at the end of that cut are mostly right ones; the cut at
+    the best expected F1 took the gap to the best cut of the ranking from 0.013-0.051 to 0.008-0.034 per block
+    of 3 repeats, about the true count's (two tag sets, 9 repeats: bench/RESULTS.md). Class labels keep the
+    estimate: there the same rule cut confusable flips short (their wrong labels score higher than F: ESC-50
+    0.033 -> 0.059).
     """
     from audit import issue_count
 
     count = issue_count.estimate(labels, pred_probs, quality, seed=seed)
     order = np.lexsort((np.arange(len(quality)), quality)).astype(np.int64)  # most likely error first
     if wrong is not None:
-        q = quality[order].astype(np.float64)
-        with np.errstate(divide="ignore"):
-            scores = np.log(q) - np.log1p(-q)  # (N,) the worst tag margins back, ascending
-        count = replace(count, flagged=issue_count.expected_f1_cut(scores, wrong, count.estimate))
+        size = issue_count.expected_f1_cut(worst[order], wrong, count.estimate)
+        count = replace(count, flagged=int(np.clip(size, np.floor(count.low), np.ceil(count.high))))
     return order, _mask(order[:count.flagged], len(quality)), count
 
 
@@ -91,13 +90,14 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
 
     tags = cleanlab_tags(labels)  # once: at 1M clips x 10 tags the lists take ~3 s
     varying, tag_lists, n_jobs = tags
-    margins = tag_margins(labels, pred_probs, rank_by, tags)  # (N, K)
+    scored = tag_scores(labels, pred_probs, rank_by, tags)  # once: the margins and the cut share it
+    margins = tag_margins(labels, pred_probs, rank_by, scored=scored)  # (N, K)
     quality = worst_tag_quality(margins)  # (N,)
     given = labels.astype(bool)
     count = None
     if filter_by == ESTIMATE:
-        wrong = wrong_tag_margins(labels, pred_probs, rank_by, tags)
-        order, flagged, count = cut(quality, labels, pred_probs, seed, wrong)
+        order, flagged, count = cut(quality, labels, pred_probs, seed, worst=worst_tag_margin(margins),
+                                    wrong=wrong_tag_margins(pred_probs, rank_by, scored))
     else:
         flagged = np.zeros(len(labels), bool)
         if varying.any():
@@ -135,10 +135,34 @@ def by_clip(per_class) -> np.ndarray:
     return out
 
 
-def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: tuple | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class TagScores:
+    """cleanlab's score of every (clip, tag) of a tag set and its (given value, tag) groups: what tag_margins
+    and wrong_tag_margins share. V: the tags that vary (cleanlab_tags)."""
+    varying: np.ndarray  # (K,) bool
+    scores: np.ndarray  # (N, V) float64, `rank_by` of each (clip, tag) with its given value
+    given: np.ndarray  # (N, V) bool
+    sums: np.ndarray  # (2, V) each group's summed score: row 0 for the tag not given, row 1 for given
+    counts: np.ndarray  # (2, V) each group's clips
+    prior: np.ndarray  # (2,) the mean score of every (clip, tag) with that value
+
+
+def tag_scores(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: tuple | None = None) -> TagScores:
+    """TagScores of multi-hot `labels` (N, K); `tags`: cleanlab_tags(labels), if the caller has it already."""
+    varying, tag_lists, _ = cleanlab_tags(labels) if tags is None else tags
+    given = labels[:, varying].astype(bool)  # (N, V)
+    scores = _per_tag_scores(tag_lists, pred_probs[:, varying], rank_by) if varying.any() else np.empty(given.shape)
+    sums = np.stack([np.where(given == v, scores, 0.0).sum(0) for v in (False, True)])
+    counts = np.stack([(given == v).sum(0) for v in (False, True)]).astype(np.float64)
+    prior = sums.sum(1) / np.maximum(counts.sum(1), 1)
+    return TagScores(varying, scores, given, sums, counts, prior)
+
+
+def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: tuple | None = None,
+                scored: TagScores | None = None) -> np.ndarray:
     """(N, K) float32: each (clip, tag) score against the clips sharing that tag and given value, in log-odds;
-    +inf for a tag on every clip or on none (nothing to compare it with). `tags`: cleanlab_tags(labels), if
-    the caller has it already.
+    +inf for a tag on every clip or on none (nothing to compare it with). `scored`: tag_scores(labels,
+    pred_probs, rank_by), if the caller has it already.
 
     cleanlab scores every (clip, tag) pair with `rank_by` (self_confidence: p where the tag is given, 1 - p
     where it is not). The heads are sure of some tags and unsure of others, so a raw score compares unlike
@@ -150,44 +174,41 @@ def tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: 
     raw scores (audit's ranking until 2026-12-03) on the two tag sets, 5% and 10% corrupted, 3 repeats
     (bench/RESULTS.md): AP 0.862 -> 0.966 on spoken-word mixtures and 0.954 -> 0.968 on digit mixtures.
     """
-    varying, tag_lists, _ = cleanlab_tags(labels) if tags is None else tags
+    t = tag_scores(labels, pred_probs, rank_by, tags) if scored is None else scored
     margins = np.full(labels.shape, np.inf, np.float32)
-    if not varying.any():
+    if not t.varying.any():
         return margins
     from audit.issue_count import log_odds
 
-    scores = _per_tag_scores(tag_lists, pred_probs[:, varying], rank_by)  # (N, V)
-    given = labels[:, varying].astype(bool)  # (N, V)
-    sums, counts, prior = _tag_groups(scores, given)
-    value = given.astype(np.intp)
-    others = sums[value, np.arange(scores.shape[1])] - scores  # (N, V) the rest of each clip's group
-    bar = (others + TAG_PRIOR_CLIPS * prior[value]) / (counts[value, np.arange(scores.shape[1])] - 1 + TAG_PRIOR_CLIPS)
-    margins[:, varying] = log_odds(scores) - log_odds(bar)
+    value, group = t.given.astype(np.intp), np.arange(t.scores.shape[1])
+    others = t.sums[value, group] - t.scores  # (N, V) the rest of each clip's group
+    bar = (others + TAG_PRIOR_CLIPS * t.prior[value]) / (t.counts[value, group] - 1 + TAG_PRIOR_CLIPS)
+    margins[:, t.varying] = log_odds(t.scores) - log_odds(bar)
     return margins
 
 
-def wrong_tag_margins(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, tags: tuple | None = None) -> np.ndarray:
+def wrong_tag_margins(pred_probs: np.ndarray, rank_by: str, scored: TagScores) -> np.ndarray:
     """(M,) sorted: the tag_margins that wrong values would have, a sample of them.
 
     Out of fold, a (clip, tag) given the wrong value v scores what the heads give v on a clip whose value is
     not v; the clips given the other value (nearly all right) sample that. So each cell's score with its value
     flipped, against the bar of the group it would then join (that tag and value, TAG_PRIOR_CLIPS shrinkage
-    as in tag_margins), is a wrong value's margin. Every s-th clip's cells, at most issue_count.WRONG_VALUES.
+    as in tag_margins), is a wrong value's margin. Every s-th clip's cells, at most issue_count.WRONG_VALUES,
+    each counted once: most cells are a tag not given, so a wrongly added tag's margin dominates the sample,
+    whatever share of the real errors are added tags (measured with half of them dropped tags, and with
+    confusable ones: bench/RESULTS.md).
     """
-    varying, tag_lists, _ = cleanlab_tags(labels) if tags is None else tags
-    if not varying.any():
+    t = scored
+    if not t.varying.any():
         return np.empty(0)
     from audit.issue_count import WRONG_VALUES, log_odds
 
-    probs = pred_probs[:, varying]
-    given = labels[:, varying].astype(bool)  # (N, V)
-    sums, counts, prior = _tag_groups(_per_tag_scores(tag_lists, probs, rank_by), given)
-    rows = np.arange(0, len(labels), max(1, -(-given.size // WRONG_VALUES)))  # every s-th clip
-    flipped = ~given[rows]  # (n, V)
-    scores = _per_tag_scores([np.flatnonzero(row).tolist() for row in flipped], probs[rows], rank_by)
-    value = flipped.astype(np.intp)
-    group = np.arange(scores.shape[1])
-    bar = (sums[value, group] + TAG_PRIOR_CLIPS * prior[value]) / (counts[value, group] + TAG_PRIOR_CLIPS)
+    rows = np.arange(0, len(t.given), max(1, -(-t.given.size // WRONG_VALUES)))  # every s-th clip
+    flipped = ~t.given[rows]  # (n, V)
+    scores = _per_tag_scores([np.flatnonzero(row).tolist() for row in flipped], pred_probs[rows][:, t.varying],
+                             rank_by)
+    value, group = flipped.astype(np.intp), np.arange(scores.shape[1])
+    bar = (t.sums[value, group] + TAG_PRIOR_CLIPS * t.prior[value]) / (t.counts[value, group] + TAG_PRIOR_CLIPS)
     return np.sort((log_odds(scores) - log_odds(bar)).ravel())
 
 
@@ -200,20 +221,15 @@ def _per_tag_scores(tag_lists: list, probs: np.ndarray, rank_by: str) -> np.ndar
     return scores
 
 
-def _tag_groups(scores: np.ndarray, given: np.ndarray) -> tuple:
-    """Per (given value, tag) group of `scores` (N, V): (sums (2, V), clip counts (2, V), prior (2,): the mean
-    score of every (clip, tag) with that value), row 0 for a value not given, row 1 for a given one."""
-    sums = np.stack([np.where(given == v, scores, 0.0).sum(0) for v in (False, True)])
-    counts = np.stack([(given == v).sum(0) for v in (False, True)]).astype(np.float64)
-    prior = sums.sum(1) / np.maximum(counts.sum(1), 1)
-    return sums, counts, prior
+def worst_tag_margin(margins: np.ndarray) -> np.ndarray:
+    """(N,) float64: each clip's lowest tag margin (within +-28), 0 where no tag varies."""
+    return np.where(np.isfinite(margins).any(1), margins.min(1), 0.0).astype(np.float64)
 
 
 def worst_tag_quality(margins: np.ndarray) -> np.ndarray:
     """(N,) in (0, 1): the sigmoid of each clip's lowest tag margin (0.5: its worst tag scores at its bar; above:
     every tag above; 0.5 too where no tag varies)."""
-    worst = np.where(np.isfinite(margins).any(1), margins.min(1), 0.0).astype(np.float64)  # (N,) within +-28
-    return 1.0 / (1.0 + np.exp(-worst))  # not clipped: the clearest errors keep their order
+    return 1.0 / (1.0 + np.exp(-worst_tag_margin(margins)))  # not clipped: the clearest errors keep their order
 
 
 def tag_quality(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str) -> np.ndarray:

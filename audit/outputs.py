@@ -300,6 +300,7 @@ def build_summary(result, options: dict, total_seconds: float) -> dict:
 def estimate_record(count) -> dict:
     """summary.json's label_issue_estimate: how many labels look wrong, with the range a user can quote."""
     return {"estimate": round(count.estimate, 1), "low": round(count.low, 1), "high": round(count.high, 1),
+            "rounded": int(round(count.estimate)),  # what the summary line quotes: class labels flag exactly this many
             "flagged": count.flagged, "rules": dict(count.rules),
             "range": "5th-95th percentile of the estimate over bootstrap resamples of the clips",
             "method": "the median of the rules' counts (issue_count.py); the flagged clips are the top of the "
@@ -312,9 +313,19 @@ def issues_line(summary: dict) -> str:
     est = summary.get("label_issue_estimate")
     if not est:
         return f"{summary['n_label_issues']} likely label issues"
-    line = f"~{round(est['estimate'])} likely label issues (range {est['low']:.0f}-{est['high']:.0f})"
-    flagged = summary["n_label_issues"]
-    return line if flagged == round(est["estimate"]) else f"{line}, the {flagged} most likely flagged"
+    return (f"~{estimate_shown(est)} likely label issues (range {est['low']:.0f}-{est['high']:.0f})"
+            f"{flagged_note(summary)}")
+
+
+def estimate_shown(est: dict) -> int:
+    """The estimate as the summary line and the report quote it (summary.json's label_issue_estimate)."""
+    return int(est.get("rounded", round(est["estimate"])))  # summaries written before 2026-12-03 lack "rounded"
+
+
+def flagged_note(summary: dict) -> str:
+    """', the 58 most likely flagged' where the flagged count is not the estimate quoted (tag sets), else ''."""
+    est, flagged = summary.get("label_issue_estimate"), summary["n_label_issues"]
+    return "" if not est or flagged == estimate_shown(est) else f", the {flagged} most likely flagged"
 
 
 def final_seconds(summary: dict, later: dict, total: float) -> dict:

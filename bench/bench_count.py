@@ -13,7 +13,8 @@ Also prints the count against the true flips, as a sanity check that the timed w
 `--tags`: tag sets instead (K tags, each on ~20% of the clips, sigmoid probabilities, one tag dropped or added
 on 5% of the clips): `estimate` is then the mixture and cleanlab's multi-label prune_by_class and both, with
 the range; `rules` once; the ranking (label_issues.tag_quality); `cut`: what the flagged set's size adds on
-top (label_issues.wrong_tag_margins and issue_count.expected_f1_cut); baseline cleanlab's multi-label
+top (label_issues.wrong_tag_margins from the ranking's scores, and issue_count.expected_f1_cut; `flagged`: its
+size before a run holds it within the range); baseline cleanlab's multi-label
 find_label_issues(filter_by="confident_learning"), the flags audit used for tag sets before the estimate.
 
     .venv/bin/python bench/bench_count.py [--sizes 10000 100000 1000000] [--classes 10 50] [--tags]
@@ -60,7 +61,8 @@ def time_tags(sizes, tags, repeats: int) -> None:
     from cleanlab.multilabel_classification.filter import find_label_issues
 
     from audit import issue_count
-    from audit.label_issues import cleanlab_tags, tag_quality, wrong_tag_margins
+    from audit.label_issues import (cleanlab_tags, tag_margins, tag_quality, tag_scores, worst_tag_margin,
+                                    wrong_tag_margins)
     from audit.options import DEFAULT_RANK_BY
 
     print("| N | tags | corrupted | estimate (range) | flagged | estimate s | rules once s | ranking s | cut s | "
@@ -71,9 +73,10 @@ def time_tags(sizes, tags, repeats: int) -> None:
             t_rank, quality = best_of(lambda: tag_quality(labels, probs, DEFAULT_RANK_BY), repeats)
             t_est, count = best_of(lambda: issue_count.estimate(labels, probs, quality), repeats)
             t_rules, _ = best_of(lambda: issue_count.rule_counts(labels, probs, quality), repeats)
-            worst = np.log(np.sort(quality)) - np.log1p(-np.sort(quality))  # (N,) ascending, as label_issues.cut
+            scored = tag_scores(labels, probs, DEFAULT_RANK_BY)  # a run has it from the ranking
+            worst = np.sort(worst_tag_margin(tag_margins(labels, probs, DEFAULT_RANK_BY, scored=scored)))  # (N,)
             t_cut, flagged = best_of(lambda: issue_count.expected_f1_cut(
-                worst, wrong_tag_margins(labels, probs, DEFAULT_RANK_BY), count.estimate), repeats)
+                worst, wrong_tag_margins(probs, DEFAULT_RANK_BY, scored), count.estimate), repeats)
             varying, tag_lists, n_jobs = cleanlab_tags(labels)
             t_cl, _ = best_of(lambda: find_label_issues(tag_lists, probs[:, varying], filter_by="confident_learning",
                                                         n_jobs=n_jobs), repeats)

@@ -349,6 +349,12 @@ def test_a_tag_sets_page_offers_the_clips_past_the_cut_with_their_worst_tag_flip
     assert len(pairs) >= 10
     for was, now in pairs:  # exactly one tag differs
         assert len(set(filter(None, was.split(";"))) ^ set(filter(None, now.split(";")))) == 1, (was, now)
+    from audit.label_issues import tag_margins  # ... and for the first card it is the tag that ranks the clip
+
+    row = int(re.search(r'data-row="(\d+)"', past).group(1))
+    worst = tag_margins(given.astype(np.int8), np.load(tmp_path / "out" / "pred_probs.npy"), "self_confidence")[row]
+    assert set(filter(None, pairs[0][0].split(";"))) ^ set(filter(None, pairs[0][1].split(";"))) == \
+        {tags[int(np.argmin(worst))]}
     browser.get((tmp_path / "out" / "report.html").as_uri())
     browser.execute_script("localStorage.clear()")
     browser.refresh()

@@ -42,7 +42,7 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     """Writes the page for `run` (outputs.RunFiles, read back or in memory) to `path`."""
     import jinja2
 
-    from audit.outputs import label_columns
+    from audit.outputs import estimate_shown, flagged_note, label_columns
 
     s, classes, probs, scores = run.summary, run.classes, run.pred_probs, run.scores  # probs (N, K)
     files = run.clip_map["file"].tolist()
@@ -74,7 +74,8 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     outliers = run.outliers
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True)
     html = env.get_template("template.html").render(
-        s=s, est=est, est_n=None if est is None else round(est["estimate"]), past=past, di=s.get("data_issues", {}),
+        s=s, est=est, est_n=None if est is None else estimate_shown(est), flagged_note=flagged_note(s), past=past,
+        di=s.get("data_issues", {}),
         data_name=s["options"]["data"], classes=classes, issues=issues,
         matrix=None if multi else _matrix(labels, probs, classes), rates=_rates(run.class_imbalance),
         max_rate=max(run.class_imbalance["issue_rate"].tolist() + [1e-9]),
