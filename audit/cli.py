@@ -168,7 +168,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="cleanlab's label-quality score that orders the issues (default: %(default)s)")
     h.add_argument("--filter-by", choices=o.FILTER_BY,
                    help=f"which clips are flagged: '{o.ESTIMATE}' flags the top of the ranking, as many clips as "
-                        "the estimated number of wrong labels (printed with its range); any other value is "
+                        "the estimated number of wrong labels (printed with its range; tag sets: the size with "
+                        "the best expected F1 at that estimate, within its range); any other value is "
                         f"cleanlab's find_label_issues rule of that name (default: {o.DEFAULT_FILTER_BY})")
     h.add_argument("--calibration", choices=o.CALIBRATIONS,
                    help="calibration of the out-of-fold probabilities, fitted per fold on inner folds of that "
