@@ -59,6 +59,10 @@ def l2_arg(text: str) -> float | str:
     return text if text == "auto" else positive_float(text)
 
 
+def fold_repeats_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else int_at_least(1)(text)
+
+
 def pca_arg(text: str) -> int | None:
     return int_at_least(0)(text) or None
 
@@ -152,6 +156,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("heads and ranking")
     h.add_argument("--folds", type=int_at_least(o.MIN_FOLDS),
                    help="cross-validation folds; every class needs at least this many clips (default: %(default)s)")
+    h.add_argument("--fold-repeats", type=fold_repeats_arg, metavar="N",
+                   help="repeated cross-validation: average the out-of-fold probabilities over N fold splits (each "
+                        "split's heads never see the clips they score), or 'auto': 3 up to 100,000 clips of class labels, "
+                        "1 above and for tag sets. "
+                        "Steadier rankings where the heads are weak (emotional speech: AP 0.74 -> 0.79), at N "
+                        "times the heads' cost (default: %(default)s)")
     h.add_argument("--l2", type=l2_arg,
                    help="L2 penalty of the linear heads on standardized features, or 'auto': chosen per fold "
                         "by inner cross-validation on that fold's training clips (default: %(default)s)")

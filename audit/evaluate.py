@@ -98,15 +98,16 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray, estimat
             "precision_at_k": float(flipped[top_k].mean()) if k else 0.0}
 
 
-def audit_method(emb, noisy, n_classes, *, folds, seed, l2, pca_dim, rank_by, filter_by, calibration, accelerator,
-                 steps=None):
-    """As a run (pipeline.run_audit): the same heads, calibration and rule, on the noisy labels."""
-    from audit.folds import fold_ids as make_folds
-    from audit.pipeline import out_of_fold
+def audit_method(emb, noisy, n_classes, *, folds, fold_repeats, seed, l2, pca_dim, rank_by, filter_by, calibration,
+                 accelerator, steps=None):
+    """As a run (pipeline.run_audit): the same heads, fold splits, calibration and rule, on the noisy labels."""
+    from audit.options import fold_repeats_for
+    from audit.pipeline import repeated_out_of_fold
 
-    fold_ids = make_folds(noisy, folds, seed)
-    probs = out_of_fold(emb, noisy, fold_ids, n_classes, steps, l2=l2, pca_dim=pca_dim, calibration=calibration,
-                        seed=seed, accelerator=accelerator)
+    probs = repeated_out_of_fold(emb, noisy, n_classes, steps, n_folds=folds,
+                                 repeats=fold_repeats_for(fold_repeats, len(noisy), noisy.ndim == 2), l2=l2,
+                                 pca_dim=pca_dim,
+                                 calibration=calibration, seed=seed, accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by, seed=seed)
     return issues.flagged, issues.quality, probs, None if issues.count is None else issues.count.estimate
 
@@ -166,8 +167,8 @@ def evaluate(emb: np.ndarray, labels: np.ndarray, n_classes: int, run: RunOption
     assert run.filter_by is not None and run.pca_dim != "auto", "options must be resolved first"
     assert kind in NOISE_KINDS, kind
     seed = run.seed
-    opts = dict(folds=run.folds, seed=seed, l2=run.l2, pca_dim=run.pca_dim, rank_by=run.rank_by,
-                filter_by=run.filter_by, calibration=run.calibration, accelerator=run.accelerator)
+    opts = dict(folds=run.folds, fold_repeats=run.fold_repeats, seed=seed, l2=run.l2, pca_dim=run.pca_dim,
+                rank_by=run.rank_by, filter_by=run.filter_by, calibration=run.calibration, accelerator=run.accelerator)
     inputs = {"audit": emb, "reference": emb if reference_emb is None else reference_emb}  # (N, D), (N, E)
     assert len(inputs["reference"]) == len(emb), (len(inputs["reference"]), len(emb))
     confusion = clean_probs = None

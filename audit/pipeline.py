@@ -15,7 +15,7 @@ import pandas as pd
 
 from audit import health
 from audit.errors import UserError
-from audit.options import AUTO, RunOptions
+from audit.options import AUTO, RunOptions, fold_repeats_for
 from audit.rows import row_blocks
 
 if TYPE_CHECKING:
@@ -162,7 +162,6 @@ def _embed_all(manifest, opts: RunOptions):
 def run_audit(opts: RunOptions) -> AuditResult | None:
     """The whole run on rank 0; None on the other ranks of a multi-process embedding stage."""
     from audit.datalab import find_data_issues
-    from audit.folds import fold_ids
     from audit.label_issues import find_label_issues
 
     data = embed_dataset(opts)
@@ -170,10 +169,11 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
         return None
     seconds = {}
     t = time.perf_counter()
-    folds = fold_ids(data.labels, opts.folds, opts.seed)  # (N,)
-    pred_probs = out_of_fold(data.emb, data.labels, folds, len(data.classes), data.steps, l2=opts.l2,
-                             pca_dim=opts.pca_dim, calibration=opts.calibration, seed=opts.seed,
-                             accelerator=opts.accelerator)  # (N, K)
+    pred_probs = repeated_out_of_fold(data.emb, data.labels, len(data.classes), data.steps, n_folds=opts.folds,
+                                      repeats=fold_repeats_for(opts.fold_repeats, len(data.labels),
+                                                               data.labels.ndim == 2), l2=opts.l2,
+                                      pca_dim=opts.pca_dim, calibration=opts.calibration, seed=opts.seed,
+                                      accelerator=opts.accelerator)  # (N, K)
     seconds["heads"] = time.perf_counter() - t
     t = time.perf_counter()
     issues = find_label_issues(data.labels, pred_probs, rank_by=opts.rank_by, filter_by=opts.filter_by, seed=opts.seed)
@@ -191,6 +191,23 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     return AuditResult(data=data, pred_probs=pred_probs, issues=issues, data_issues=data_issues,
                        map_2d=map_2d, audio_issues=audio_issues, audio_notes=audio_notes,
                        seconds=seconds)
+
+
+def repeated_out_of_fold(emb: np.ndarray, labels: np.ndarray, n_classes: int, steps=None, *, n_folds: int,
+                         repeats: int, seed: int, **fit) -> np.ndarray:
+    """The mean of `repeats` out_of_fold probabilities (N, K), each over its own stratified split of `n_folds`
+    (split j seeded seed + FOLD_SEED_STEP x j: split 0 is the one split a run made before): every clip is
+    scored by `repeats` heads that never saw it, which steadies the ranking where the heads are weak
+    (options.FOLD_REPEATS_AUTO; bench/RESULTS.md)."""
+    from audit.folds import fold_ids
+
+    total = None
+    for j in range(repeats):
+        split_seed = seed + FOLD_SEED_STEP * j
+        probs = out_of_fold(emb, labels, fold_ids(labels, n_folds, split_seed), n_classes, steps, seed=split_seed,
+                            **fit)
+        total = probs if total is None else total + probs
+    return total / repeats
 
 
 def out_of_fold(emb: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int, steps=None, *, l2, pca_dim,
@@ -213,6 +230,7 @@ def out_of_fold(emb: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classe
     return probs
 
 
+FOLD_SEED_STEP = 1000  # repeated_out_of_fold: split j's seed is the run's + this x j
 MAP_BLOCK = 8  # subspace-iteration vectors for the top 2: a gap of 6 directions makes it converge fast
 MAP_ITERATIONS = 12  # passes over the rows; the map's axes move by < 1e-3 after ~8 on FSDD frame features
 MAP_SAMPLE_ROWS = 10_000  # the axes are fitted on at most this many rows (seeded); every row is then projected

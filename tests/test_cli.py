@@ -204,7 +204,8 @@ def test_every_run_option_is_reachable_from_the_cli_with_the_same_default(parser
              "--label-pattern", "^(?P<label>x)", "--features", "embedding", "--frames-dim", "7", "--layer", "3",
              "--accelerator", "cpu", "--devices", "2", "--num-nodes", "3", "--strategy", "ddp", "--precision",
              "bf16-mixed", "--batch-seconds", "5", "--window-seconds", "4", "--hop-seconds", "2", "--num-workers",
-             "1", "--cache-dir", "cd", "--shard-clips", "9", "--folds", "4", "--l2", "auto", "--pca-dim", "0",
+             "1", "--cache-dir", "cd", "--shard-clips", "9", "--folds", "4", "--fold-repeats", "2", "--l2", "auto",
+             "--pca-dim", "0",
              "--seed", "11", "--rank-by", "normalized_margin", "--filter-by", "both", "--calibration", "vector",
              "--no-progress", "--out", "o", "--encoder", "x"]
     got = cli.options_from(p.parse_args(every), "runs/x")
@@ -212,7 +213,8 @@ def test_every_run_option_is_reachable_from_the_cli_with_the_same_default(parser
                              label_pattern="^(?P<label>x)", features="embedding", frames_dim=7, layer="3",
                              accelerator="cpu", devices=2, num_nodes=3, strategy="ddp", precision="bf16-mixed",
                              batch_seconds=5.0, window_seconds=4.0, hop_seconds=2.0, num_workers=1, cache_dir="cd",
-                             shard_clips=9, folds=4, l2="auto", pca_dim=None, seed=11, rank_by="normalized_margin",
+                             shard_clips=9, folds=4, fold_repeats=2, l2="auto", pca_dim=None, seed=11,
+                             rank_by="normalized_margin",
                              filter_by="both", calibration="vector", progress=False, out="o", encoder="x")
     # candidates goes with --encoder auto alone, which refuses --features/--frames-dim/--layer: parsed apart
     auto = cli.options_from(p.parse_args(["--encoder", "auto", "--candidates", "a", "b"]), "runs/x")

@@ -201,3 +201,29 @@ def test_an_api_option_of_the_wrong_type_is_one_line_not_a_type_error(option):
 
     with pytest.raises(UserError, match=f"--{next(iter(option)).replace('_', '-')}"):
         RunOptions(**option)
+
+
+def test_repeated_cross_validation_averages_its_splits_and_its_first_split_is_the_single_one():
+    """pipeline.repeated_out_of_fold: split 0 is the split a run made before (same seed), and 3 splits are the
+    mean of the three out_of_fold probabilities, each still out of fold; auto repeats only small sets."""
+    from audit.folds import fold_ids
+    from audit.options import FOLD_REPEATS_AUTO, FOLD_REPEATS_MAX_CLIPS, fold_repeats_for
+    from audit.pipeline import FOLD_SEED_STEP, out_of_fold, repeated_out_of_fold
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    x = (np.eye(3)[labels] * 1.5 + rng.normal(0, 1, (120, 3))).astype(np.float32)
+    fit = dict(l2=0.01, pca_dim=None, calibration="none", accelerator="cpu")
+
+    def single(seed):
+        return out_of_fold(x, labels, fold_ids(labels, 5, seed), 3, seed=seed, **fit)
+
+    one = repeated_out_of_fold(x, labels, 3, n_folds=5, repeats=1, seed=7, **fit)
+    np.testing.assert_array_equal(one, single(7))
+    three = repeated_out_of_fold(x, labels, 3, n_folds=5, repeats=3, seed=7, **fit)
+    np.testing.assert_allclose(three, np.mean([single(7 + FOLD_SEED_STEP * j) for j in range(3)], 0), rtol=1e-6)
+    np.testing.assert_allclose(three.sum(1), 1.0, rtol=1e-5)
+    assert not np.allclose(three, one)  # the other splits moved the probabilities
+    assert fold_repeats_for("auto", FOLD_REPEATS_MAX_CLIPS) == FOLD_REPEATS_AUTO
+    assert fold_repeats_for("auto", FOLD_REPEATS_MAX_CLIPS + 1) == 1 and fold_repeats_for(2, 10**7) == 2
+    assert fold_repeats_for("auto", 1500, multi_label=True) == 1
