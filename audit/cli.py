@@ -158,10 +158,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="cross-validation folds; every class needs at least this many clips (default: %(default)s)")
     h.add_argument("--fold-repeats", type=fold_repeats_arg, metavar="N",
                    help="repeated cross-validation: average the out-of-fold probabilities over N fold splits (each "
-                        "split's heads never see the clips they score), or 'auto': 3 up to 100,000 clips of class labels, "
-                        "1 above and for tag sets. "
-                        "Steadier rankings where the heads are weak (emotional speech: AP 0.74 -> 0.79), at N "
-                        "times the heads' cost (default: %(default)s)")
+                        "split's heads never see the clips they score), or 'auto': 3 up to 100,000 clips of class "
+                        "labels, 1 above and for tag sets. Steadier rankings where the heads are weak (emotional "
+                        "speech: AP 0.74 -> 0.79), at N times the heads' cost (default: %(default)s)")
     h.add_argument("--l2", type=l2_arg,
                    help="L2 penalty of the linear heads on standardized features, or 'auto': chosen per fold "
                         "by inner cross-validation on that fold's training clips (default: %(default)s)")

@@ -106,8 +106,7 @@ def audit_method(emb, noisy, n_classes, *, folds, fold_repeats, seed, l2, pca_di
 
     probs = repeated_out_of_fold(emb, noisy, n_classes, steps, n_folds=folds,
                                  repeats=fold_repeats_for(fold_repeats, len(noisy), noisy.ndim == 2), l2=l2,
-                                 pca_dim=pca_dim,
-                                 calibration=calibration, seed=seed, accelerator=accelerator)
+                                 pca_dim=pca_dim, calibration=calibration, seed=seed, accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by, seed=seed)
     return issues.flagged, issues.quality, probs, None if issues.count is None else issues.count.estimate
 

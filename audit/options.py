@@ -35,9 +35,9 @@ SHARD_CLIPS = 1024  # clips per cache shard: at most this much work is redone af
 MIN_FOLDS = 2
 DEFAULT_FOLDS = 5
 # Repeated cross-validation: the out-of-fold probabilities averaged over this many fold splits, each clip
-# scored by heads that never saw it on every split. 3 against 1 on 8 sets x 3 noise settings x 3 repeats
-# (bench/RESULTS.md): AP 0.955 -> 0.963 on average, emotional speech 0.74 -> 0.79, within issue 19's bar on
-# 21 of 24 cells against 19; the heads cost 3x (0.46 s per 1,000 clips per split at 6,144-d), so "auto"
+# scored by heads that never saw it on every split. 3 against 1 on 10 sets x 3 noise settings x 3 repeats
+# (bench/RESULTS.md): AP 0.957 -> 0.965 on average, emotional speech 0.74 -> 0.79, within issue 19's bar on
+# 25 of 30 cells against 24; the heads cost 3x (0.46 s per 1,000 clips per split at 6,144-d), so "auto"
 # repeats only up to FOLD_REPEATS_MAX_CLIPS clips of class labels and splits once above (and for tag sets).
 FOLD_REPEATS_AUTO = 3
 FOLD_REPEATS_MAX_CLIPS = 100_000
