@@ -101,11 +101,9 @@ def score(flipped: np.ndarray, flagged: np.ndarray, quality: np.ndarray, estimat
 def audit_method(emb, noisy, n_classes, *, folds, fold_repeats, seed, l2, pca_dim, rank_by, filter_by, calibration,
                  accelerator, steps=None):
     """As a run (pipeline.run_audit): the same heads, fold splits, calibration and rule, on the noisy labels."""
-    from audit.options import fold_repeats_for
     from audit.pipeline import repeated_out_of_fold
 
-    probs = repeated_out_of_fold(emb, noisy, n_classes, steps, n_folds=folds,
-                                 repeats=fold_repeats_for(fold_repeats, len(noisy), noisy.ndim == 2), l2=l2,
+    probs = repeated_out_of_fold(emb, noisy, n_classes, steps, n_folds=folds, fold_repeats=fold_repeats, l2=l2,
                                  pca_dim=pca_dim, calibration=calibration, seed=seed, accelerator=accelerator)
     issues = find_label_issues(noisy, probs, rank_by=rank_by, filter_by=filter_by, seed=seed)
     return issues.flagged, issues.quality, probs, None if issues.count is None else issues.count.estimate

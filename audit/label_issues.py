@@ -112,8 +112,8 @@ def _multi_label(labels: np.ndarray, pred_probs: np.ndarray, rank_by: str, filte
             n_jobs=n_jobs))
     if filter_by == ESTIMATE:  # a flagged clip's suggestion changes at least its worst tag (the one it ranks by)
         per_tag &= flagged[:, None]
-        none = flagged & ~per_tag.any(1) & np.isfinite(margins).any(1)
-        per_tag[none, margins[none].argmin(1)] = True
+        none = flagged & ~per_tag.any(1)
+        per_tag[none] = worst_tag_mask(margins[none])
     return LabelIssues(quality=quality, flagged=flagged, suggested=(given ^ per_tag).astype(np.int8),
                        order=order, missing=per_tag & ~given, extra=per_tag & given, count=count)
 
@@ -224,6 +224,14 @@ def _per_tag_scores(tag_lists: list, probs: np.ndarray, rank_by: str) -> np.ndar
 def worst_tag_margin(margins: np.ndarray) -> np.ndarray:
     """(N,) float64: each clip's lowest tag margin (within +-28), 0 where no tag varies."""
     return np.where(np.isfinite(margins).any(1), margins.min(1), 0.0).astype(np.float64)
+
+
+def worst_tag_mask(margins: np.ndarray) -> np.ndarray:
+    """(n, K) bool: each clip's worst tag (its lowest margin: the tag that ranks it), none where no tag varies."""
+    mask = np.zeros(margins.shape, bool)
+    some = np.isfinite(margins).any(1)
+    mask[np.flatnonzero(some), margins[some].argmin(1)] = True
+    return mask
 
 
 def worst_tag_quality(margins: np.ndarray) -> np.ndarray:

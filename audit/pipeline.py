@@ -170,9 +170,8 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
     seconds = {}
     t = time.perf_counter()
     pred_probs = repeated_out_of_fold(data.emb, data.labels, len(data.classes), data.steps, n_folds=opts.folds,
-                                      repeats=fold_repeats_for(opts.fold_repeats, len(data.labels),
-                                                               data.labels.ndim == 2), l2=opts.l2,
-                                      pca_dim=opts.pca_dim, calibration=opts.calibration, seed=opts.seed,
+                                      fold_repeats=opts.fold_repeats, l2=opts.l2, pca_dim=opts.pca_dim,
+                                      calibration=opts.calibration, seed=opts.seed,
                                       accelerator=opts.accelerator)  # (N, K)
     seconds["heads"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -194,13 +193,14 @@ def run_audit(opts: RunOptions) -> AuditResult | None:
 
 
 def repeated_out_of_fold(emb: np.ndarray, labels: np.ndarray, n_classes: int, steps=None, *, n_folds: int,
-                         repeats: int, seed: int, **fit) -> np.ndarray:
-    """The mean of `repeats` out_of_fold probabilities (N, K), each over its own stratified split of `n_folds`
-    (split j seeded seed + FOLD_SEED_STEP x j: split 0 is the one split a run made before): every clip is
-    scored by `repeats` heads that never saw it, which steadies the ranking where the heads are weak
-    (options.FOLD_REPEATS_AUTO; bench/RESULTS.md)."""
+                         fold_repeats: int | str, seed: int, **fit) -> np.ndarray:
+    """The mean of R out_of_fold probabilities (N, K), R = fold_repeats_for(`fold_repeats`, ...), each over its
+    own stratified split of `n_folds` (split j seeded seed + FOLD_SEED_STEP x j: split 0 is the one split a
+    run made before): every clip is scored by R heads that never saw it, which steadies the ranking where the
+    heads are weak (options.FOLD_REPEATS_AUTO; bench/RESULTS.md)."""
     from audit.folds import fold_ids
 
+    repeats = fold_repeats_for(fold_repeats, len(labels), labels.ndim == 2)
     total = None
     for j in range(repeats):
         split_seed = seed + FOLD_SEED_STEP * j

@@ -218,9 +218,11 @@ def test_repeated_cross_validation_averages_its_splits_and_its_first_split_is_th
     def single(seed):
         return out_of_fold(x, labels, fold_ids(labels, 5, seed), 3, seed=seed, **fit)
 
-    one = repeated_out_of_fold(x, labels, 3, n_folds=5, repeats=1, seed=7, **fit)
+    one = repeated_out_of_fold(x, labels, 3, n_folds=5, fold_repeats=1, seed=7, **fit)
     np.testing.assert_array_equal(one, single(7))
-    three = repeated_out_of_fold(x, labels, 3, n_folds=5, repeats=3, seed=7, **fit)
+    three = repeated_out_of_fold(x, labels, 3, n_folds=5, fold_repeats=3, seed=7, **fit)
+    np.testing.assert_array_equal(repeated_out_of_fold(x, labels, 3, n_folds=5, fold_repeats="auto", seed=7, **fit),
+                                  three)  # auto on 120 clips of class labels: 3 splits
     np.testing.assert_allclose(three, np.mean([single(7 + FOLD_SEED_STEP * j) for j in range(3)], 0), rtol=1e-6)
     np.testing.assert_allclose(three.sum(1), 1.0, rtol=1e-5)
     assert not np.allclose(three, one)  # the other splits moved the probabilities

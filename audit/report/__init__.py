@@ -101,7 +101,7 @@ def past_tag_suggestions(scores: pd.DataFrame, given_col: str, classes: list, pr
     """Tag sets: for clips `rows` past the cut, their given tag set with its worst tag flipped (the tag that
     ranks the clip, label_issues.tag_margins), as text: what a flagged clip that cleanlab names no tag of
     gets. A clip with no tag to compare keeps its given set."""
-    from audit.label_issues import tag_margins
+    from audit.label_issues import tag_margins, worst_tag_mask
     from audit.labels import SEP, as_text
 
     index = {c: i for i, c in enumerate(classes)}
@@ -109,11 +109,7 @@ def past_tag_suggestions(scores: pd.DataFrame, given_col: str, classes: list, pr
     for row, text in zip(scores["row"], scores[given_col].fillna("").astype(str)):
         given[row, [index[t] for t in text.split(SEP) if t]] = 1
     rows = rows.to_numpy()
-    margins = tag_margins(given, probs, rank_by)[rows]  # (n, K)
-    flipped = given[rows].copy()
-    some = np.isfinite(margins).any(1)
-    flipped[np.flatnonzero(some), margins[some].argmin(1)] ^= 1
-    return as_text(flipped, classes)
+    return as_text(given[rows] ^ worst_tag_mask(tag_margins(given, probs, rank_by)[rows]), classes)
 
 
 def past_cut(n_flagged: int, high: float, room: int) -> int:
