@@ -91,6 +91,7 @@ def audit(opts: RunOptions, report_top: int = DEFAULT_REPORT_TOP, started: float
     whole run, start-up included.
     """
     from audit import outputs
+    from audit import summary as run_summary
     from audit.pipeline import run_audit
 
     start = time.perf_counter() if started is None else started
@@ -104,7 +105,7 @@ def audit(opts: RunOptions, report_top: int = DEFAULT_REPORT_TOP, started: float
         return None
     result = dataclasses.replace(result, seconds={**startup, **result.seconds})
     t = time.perf_counter()
-    summary = outputs.build_summary(result, resolved.as_dict(), t - start)
+    summary = run_summary.build_summary(result, resolved.as_dict(), t - start)
     files = outputs.run_files(result, summary)
     seconds = {"tables": time.perf_counter() - t}
     if out is not None:
@@ -120,7 +121,7 @@ def audit(opts: RunOptions, report_top: int = DEFAULT_REPORT_TOP, started: float
         t = time.perf_counter()
         build_report(out, top=report_top)
         seconds["report"] = time.perf_counter() - t
-    summary = outputs.final_seconds(summary, seconds, time.perf_counter() - start)
+    summary = run_summary.final_seconds(summary, seconds, time.perf_counter() - start)
     files = dataclasses.replace(files, summary=summary)
     if out is not None:
         outputs.write_json(summary, out / "summary.json")  # again: now its seconds include the report

@@ -315,12 +315,12 @@ def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     opts = options_from(args, default_out=str(Path("runs") / _data_name(args.data)))
     _quiet_libraries()
-    from audit import api, outputs
+    from audit import api, outputs, summary
 
     result = api.audit(opts, report_top=args.report_top, started=_started)
     if result is None:  # another rank of the embedding stage: rank 0 writes the outputs
         return 0
-    outputs.print_summary(result.summary, result.scores, Path(opts.out), top=args.top)
+    summary.print_summary(result.summary, result.scores, Path(opts.out), top=args.top)
     if args.relabel_out:
         n = outputs.write_relabelled_manifest(result.run, Path(args.relabel_out))
         print(f"relabelled manifest: {args.relabel_out} ({n} labels changed; train on it after reviewing report.html)")

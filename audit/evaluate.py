@@ -233,7 +233,7 @@ def evaluate_run(opts, *, noises: list[float], kind: str, repeats: int, baseline
 
     from tqdm.auto import tqdm
 
-    from audit import outputs
+    from audit import outputs, summary
     from audit.pipeline import embed_dataset
 
     start = time.perf_counter()
@@ -263,7 +263,7 @@ def evaluate_run(opts, *, noises: list[float], kind: str, repeats: int, baseline
                  if baseline == "reference" else {}),
               **({} if choice is None else {"encoder_choice": as_records(choice)}),
               "seconds": round(time.perf_counter() - start, 3), "encoder": opts.encoder, "seed": opts.seed,
-              "versions": outputs.versions(),
+              "versions": summary.versions(),
               "options": {**opts.as_dict(), "noise": noises, "noise_kind": kind, "repeats": repeats,
                           "baseline": baseline}}
     outputs.write_json(report, Path(opts.out) / "eval.json")

@@ -64,7 +64,7 @@ def embed_dataset(opts: RunOptions) -> EmbeddedClips | None:
     from audit import labels as lab
     from audit.manifest import DEFAULT_LABEL_PATTERN, load_manifest
     from audit.choose import as_records
-    from audit.outputs import peak_rss_mb
+    from audit.summary import peak_rss_mb
 
     assert opts.accelerator in ("cpu", "gpu") and opts.batch_seconds, "options must be resolved first"
     seconds, choice = {}, None  # choice: --encoder auto's table (choose.py)

@@ -313,15 +313,15 @@ def test_health_survives_the_cache(fsdd_dir):
 def test_dataset_notes_reach_the_terminal_summary():
     import pandas as pd
 
-    from audit import outputs
+    from audit import summary as run_summary
 
     note = health.dataset_notes([fake(dc_offset=0.085)] * 30)[0]
     assert "dc_offset in 30 of 30 clips (median offset 0.085 of full scale)" in note["text"]
     summary = {"n_clips": 30, "n_classes": 2, "n_skipped": 0, "cv_accuracy": 1.0, "n_label_issues": 0,
                "audio_issues": {"n_clips": 1, "silent": 1, "dataset_level": [note]}}
     printed = io.StringIO()
-    outputs.print_summary(summary, pd.DataFrame({"is_label_issue": [False], "path": ["a.wav"]}), Path("out"),
-                          file=printed)
+    run_summary.print_summary(summary, pd.DataFrame({"is_label_issue": [False], "path": ["a.wav"]}), Path("out"),
+                              file=printed)
     lines = printed.getvalue().splitlines()
     assert f"audio health, whole dataset: {note['text']}" in lines
     assert any(line.startswith("audio health: 1 clips") and "(1 silent)" in line for line in lines), lines

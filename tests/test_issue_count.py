@@ -149,8 +149,7 @@ def test_a_tag_sets_flags_stop_where_its_wrong_values_end_and_the_line_says_so()
     """Tag sets flag at the best expected F1 (label_issues.cut): the top of the ranking, and the summary line
     gives the estimate and the flagged count when they differ."""
     from audit.label_issues import tag_margins, tag_scores, wrong_tag_margins
-    from audit import outputs
-    from audit.outputs import issues_line
+    from audit.summary import estimate_record, issues_line
 
     n, k = 1500, 6
     labels, p, truth = noisy_tags(n, k, 60, right_p=0.9, spread=0.08, seed=4)
@@ -168,13 +167,13 @@ def test_a_tag_sets_flags_stop_where_its_wrong_values_end_and_the_line_says_so()
     # here cleanlab's counts run short (~50 of 60) and the cut goes on to where the wrong values end
     f1 = 2 * np.cumsum(bad.any(1)[issues.order]) / (np.arange(1, n + 1) + 60)  # (N,) F1 of each top k
     assert f1[c.flagged - 1] >= max(f1[round(c.estimate) - 1], f1.max() - 0.01)
-    est = outputs.estimate_record(c)
+    est = estimate_record(c)
     assert est["rounded"] == round(c.estimate) and est["flagged"] == c.flagged
     summary = {"n_label_issues": 55, "label_issue_estimate": {"estimate": 60.0, "low": 50.0, "high": 70.0,
                                                               "rounded": 60}}
     assert issues_line(summary) == "~60 likely label issues (range 50-70), the 55 most likely flagged"
     assert issues_line({**summary, "n_label_issues": 60}) == "~60 likely label issues (range 50-70)"
     # class labels flag round(61.46) = 61; the record keeps 61.5, which must not be rounded again to 62
-    class_est = outputs.estimate_record(issue_count.IssueCount(61.46, 50.0, 70.0, {}, flagged=61))
+    class_est = estimate_record(issue_count.IssueCount(61.46, 50.0, 70.0, {}, flagged=61))
     assert issues_line({"n_label_issues": 61, "label_issue_estimate": class_est}) == \
         "~61 likely label issues (range 50-70)"

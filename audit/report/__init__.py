@@ -42,7 +42,8 @@ def render_report(run, path: Path, top: int = DEFAULT_REPORT_TOP) -> Path:
     """Writes the page for `run` (outputs.RunFiles, read back or in memory) to `path`."""
     import jinja2
 
-    from audit.outputs import estimate_shown, flagged_note, label_columns
+    from audit.outputs import label_columns
+    from audit.summary import estimate_shown, flagged_note
 
     s, classes, probs, scores = run.summary, run.classes, run.pred_probs, run.scores  # probs (N, K)
     files = run.clip_map["file"].tolist()
