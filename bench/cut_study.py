@@ -96,6 +96,11 @@ def score(base: dict, p: np.ndarray, noisy: np.ndarray, flipped: np.ndarray, see
     return records
 
 
+def split_tag(splits: int) -> str:
+    """The stored fit's file-name suffix: none for one split (the files of before), _f3 for three."""
+    return "" if splits == 1 else f"_f{splits}"
+
+
 def rescore(records: list[dict]) -> list[dict]:
     """The same fits (bench/out/cut_probs) scored again with the current rules."""
     out, seen = [], set()
@@ -104,20 +109,23 @@ def rescore(records: list[dict]) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        with np.load(OUT / "cut_probs" / "{}_{}_{}_{}_{}.npz".format(*key)) as f:
+        splits = rec.get("fold_repeats", 1)
+        with np.load(OUT / "cut_probs" / ("{}_{}_{}_{}_{}".format(*key) + split_tag(splits) + ".npz")) as f:
             p, noisy, flipped = f["probs"], f["noisy"], f["flipped"]
         base = {k: rec[k] for k in ("set", "n", "classes", "kind", "noise", "repeat", "calibration", "heads_s",
                                     "calibration_s")}
+        base["fold_repeats"] = splits
         out += score(base, p, noisy, flipped, rec["repeat"])  # the study seeds the estimate with seed 0 + repeat
     return out
 
 
 def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS, first: int = 0,
-              kinds: tuple | None = None) -> list[dict]:
+              kinds: tuple | None = None, fold_repeats: int | str = "auto") -> list[dict]:
     from audit import calibration, heads, instance_heads
     from audit.evaluate import corrupt_tags, flip_labels
     from audit.folds import fold_ids
-    from audit.options import DEFAULT_L2, task_defaults
+    from audit.options import DEFAULT_L2, fold_repeats_for, task_defaults
+    from audit.pipeline import repeated_out_of_fold
     from embed_sets import load
 
     d = load(name)
@@ -128,6 +136,7 @@ def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS, 
     fit = dict(l2=DEFAULT_L2, pca_dim=pca_dim)
     clean = heads.out_of_fold_probs(emb, labels, fold_ids(labels, 5, seed), k, seed=seed, **fit)  # tag sets: clip heads
     confusion = None if multi else np.stack([clean[labels == c].mean(0) for c in range(k)])
+    splits = fold_repeats_for(fold_repeats, len(labels), multi)  # as a run resolves --fold-repeats
     records = []
     for kind, noise in (TAG_SETTINGS if multi else SETTINGS):
         if kinds and kind not in kinds:
@@ -138,20 +147,26 @@ def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS, 
                 else flip_labels(labels, k, noise, kind, rng, confusion)
             folds = fold_ids(noisy, 5, seed + r)
             t = time.perf_counter()
-            probs, held = heads.out_of_fold_probs(emb, noisy, folds, k, seed=seed + r, held_out=True, **fit)
-            if steps is not None:  # tag sets: the step heads join, as in a run; their mix has no held-out fit
-                probs = instance_heads.with_step_heads(probs, steps, noisy, folds, pca_dim=pca_dim, seed=seed + r)
-                held = None
+            if splits > 1:  # the mean over splits (split 0 is the one below), as a run makes it; no held-out fit
+                probs, held = repeated_out_of_fold(emb, noisy, k, steps, n_folds=5, fold_repeats=splits,
+                                                   seed=seed + r, calibration="none", accelerator="cpu", **fit), None
+            else:
+                probs, held = heads.out_of_fold_probs(emb, noisy, folds, k, seed=seed + r, held_out=True, **fit)
+                if steps is not None:  # tag sets: the step heads join, as in a run; their mix has no held-out fit
+                    probs = instance_heads.with_step_heads(probs, steps, noisy, folds, pca_dim=pca_dim,
+                                                           seed=seed + r)
+                    held = None
             heads_s = time.perf_counter() - t
             for method in (("none",) if held is None else methods):
                 t = time.perf_counter()
                 p = calibration.calibrate(probs, noisy, folds, held, method)
                 cal_s = time.perf_counter() - t
-                keep = OUT / "cut_probs" / f"{name}_{kind}_{noise}_{r}_{method}.npz"
+                keep = OUT / "cut_probs" / f"{name}_{kind}_{noise}_{r}_{method}{split_tag(splits)}.npz"
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(keep, probs=p, noisy=noisy, flipped=flipped, folds=folds)  # rules can be tried offline
                 base = {"set": name, "n": len(labels), "classes": k, "kind": kind, "noise": noise, "repeat": r,
-                        "calibration": method, "heads_s": round(heads_s, 2), "calibration_s": round(cal_s, 3)}
+                        "calibration": method, "fold_repeats": splits, "heads_s": round(heads_s, 2),
+                        "calibration_s": round(cal_s, 3)}
                 records += score(base, p, noisy, flipped, seed + r)
     return records
 
@@ -259,6 +274,9 @@ def main() -> None:
     p.add_argument("--calibrations", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--kinds", nargs="+", choices=sorted({k for k, _ in SETTINGS + TAG_SETTINGS}),
                    help="only these noise kinds (default: every one of SETTINGS and TAG_SETTINGS)")
+    p.add_argument("--fold-repeats", default="auto",
+                   help="fold splits averaged per fit, as a run's --fold-repeats (auto: the run's default; with "
+                        "more than one, only calibration none)")
     p.add_argument("--json", default=str(OUT / "cut_study.json"))
     p.add_argument("--summarize", action="store_true", help="only print the table of an existing --json")
     p.add_argument("--rescore", action="store_true",
@@ -288,7 +306,7 @@ def main() -> None:
     for name in args.sets:
         t = time.perf_counter()
         records += study_set(name, args.repeats, methods=tuple(args.calibrations), first=args.first_repeat,
-                             kinds=tuple(args.kinds or ()))
+                             kinds=tuple(args.kinds or ()), fold_repeats=args.fold_repeats)
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
         Path(args.json).write_text(json.dumps(records, indent=1, default=float))
     summarize(records)
