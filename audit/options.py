@@ -35,10 +35,12 @@ SHARD_CLIPS = 1024  # clips per cache shard: at most this much work is redone af
 MIN_FOLDS = 2
 DEFAULT_FOLDS = 5
 # Repeated cross-validation: the out-of-fold probabilities averaged over this many fold splits, each clip
-# scored by heads that never saw it on every split. 3 against 1 on 10 sets x 3 noise settings x 3 repeats
-# (bench/RESULTS.md): AP 0.957 -> 0.965 on average, emotional speech 0.74 -> 0.79, within issue 19's bar on
-# 25 of 30 cells against 24; the heads cost 3x (0.46 s per 1,000 clips per split at 6,144-d), so "auto"
-# repeats only up to FOLD_REPEATS_MAX_CLIPS clips of class labels and splits once above (and for tag sets).
+# scored by heads that never saw it on every split. 3 against 1 on 10 sets x 3 noise settings x 6 repeats
+# (bench/RESULTS.md): AP 0.959 -> 0.967 on average (never lower), emotional speech 0.74 -> 0.80, within issue
+# 19's bar on 26 of 30 cells against 25; the heads cost 3x (0.46 s per 1,000 clips per split at 6,144-d), so
+# "auto" repeats only up to FOLD_REPEATS_MAX_CLIPS clips of class labels and splits once above. Tag sets: 3
+# splits raised AP and F1 on both tag sets (6 of 6 cells) but their step heads took 79-203 s a fit on 1,500
+# clips against 27-65 s, so "auto" splits them once (`--fold-repeats 3` where a user can wait).
 FOLD_REPEATS_AUTO = 3
 FOLD_REPEATS_MAX_CLIPS = 100_000
 DEFAULT_L2 = 1e-2  # on standardized embeddings; chosen on FSDD by CV accuracy (bench/RESULTS.md)
@@ -255,7 +257,7 @@ def _at_least(name: str, value, low: int) -> None:
 def fold_repeats_for(option: int | str, n_clips: int, multi_label: bool = False) -> int:
     """The fold splits a run averages over: `option`, or for auto FOLD_REPEATS_AUTO up to
     FOLD_REPEATS_MAX_CLIPS clips of class labels and 1 above (the heads' cost grows with N x splits); tag sets
-    1 (not measured with more: their step heads cost 10-25 s a split on 1,500 clips)."""
+    1 (three splits ranked better but cost their step heads 3x: see FOLD_REPEATS_AUTO)."""
     if option != AUTO:
         return int(option)
     return FOLD_REPEATS_AUTO if n_clips <= FOLD_REPEATS_MAX_CLIPS and not multi_label else 1
