@@ -5,9 +5,10 @@
 
 Per set (the sets of bench/embed_sets.py: class labels; tag sets with one tag per clip corrupted), noise
 setting (5% and 10% uniform and 5% confusable flips; tag sets 5% and 10% any tag, 5% confusable tags;
-`--kinds` picks) and repeat: the labels are flipped as `audit evaluate` flips them, the heads give out-of-fold probabilities at the run's defaults
-(tag sets: with the step heads) together with the inner held-out probabilities calibration is fitted on
-(heads.inner_held_out_probs), and each calibration (none, temperature) x counting rule is scored on the
+`--kinds` picks) and repeat: the labels are flipped as `audit evaluate` flips them, the heads give out-of-fold
+probabilities at the run's defaults (`--fold-repeats auto`: as a run, the mean over 3 fold splits for class labels)
+(tag sets: with the step heads; one split there) and, with one split, the inner held-out probabilities
+calibration is fitted on (heads.inner_held_out_probs), and each calibration (none, temperature) x counting rule is scored on the
 same probabilities:
   - the ranking: AP of the label quality score (rank_by, the run's default) and the F1 of its best cut;
   - each rule's count against the true number of flips, and the F1 of the top of the ranking at that
