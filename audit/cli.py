@@ -161,7 +161,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "split's heads never see the clips they score), or 'auto': 3 up to 100,000 clips of class "
                         "labels, 1 above and for tag sets. Steadier rankings where the heads are weak (emotional "
                         "speech: AP 0.74 -> 0.80; tag sets: +0.002-0.018), at N times the heads' cost (tag sets' "
-                        "step heads: 30-65 s a split on 1,500 clips on a CPU) (default: %(default)s)")
+                        "heads: 27-65 s a split on 1,500 clips on a CPU) (default: %(default)s)")
     h.add_argument("--l2", type=l2_arg,
                    help="L2 penalty of the linear heads on standardized features, or 'auto': chosen per fold "
                         "by inner cross-validation on that fold's training clips (default: %(default)s)")

@@ -39,8 +39,8 @@ DEFAULT_FOLDS = 5
 # (bench/RESULTS.md): AP 0.959 -> 0.967 on average (never lower), emotional speech 0.74 -> 0.80, within issue
 # 19's bar on 26 of 30 cells against 25; the heads cost 3x (0.46 s per 1,000 clips per split at 6,144-d), so
 # "auto" repeats only up to FOLD_REPEATS_MAX_CLIPS clips of class labels and splits once above. Tag sets: 3
-# splits raised AP and F1 on both tag sets (6 of 6 cells) but their step heads took 79-203 s a fit on 1,500
-# clips against 27-65 s, so "auto" splits them once (`--fold-repeats 3` where a user can wait).
+# splits raised AP and F1 on both tag sets (6 of 6 cells) but their heads (clip and step) took 79-203 s a fit
+# on 1,500 clips against 27-65 s, so "auto" splits them once (`--fold-repeats 3` where a user can wait).
 FOLD_REPEATS_AUTO = 3
 FOLD_REPEATS_MAX_CLIPS = 100_000
 DEFAULT_L2 = 1e-2  # on standardized embeddings; chosen on FSDD by CV accuracy (bench/RESULTS.md)

@@ -106,12 +106,12 @@ def rescore(records: list[dict]) -> list[dict]:
     """The same fits (bench/out/cut_probs) scored again with the current rules."""
     out, seen = [], set()
     for rec in records:
-        key = (rec["set"], rec["kind"], rec["noise"], rec["repeat"], rec["calibration"])
+        key = (rec["set"], rec["kind"], rec["noise"], rec["repeat"], rec["calibration"], rec.get("fold_repeats", 1))
         if key in seen:
             continue
         seen.add(key)
         splits = rec.get("fold_repeats", 1)
-        with np.load(OUT / "cut_probs" / ("{}_{}_{}_{}_{}".format(*key) + split_tag(splits) + ".npz")) as f:
+        with np.load(OUT / "cut_probs" / ("{}_{}_{}_{}_{}".format(*key[:5]) + split_tag(splits) + ".npz")) as f:
             p, noisy, flipped = f["probs"], f["noisy"], f["flipped"]
         base = {k: rec[k] for k in ("set", "n", "classes", "kind", "noise", "repeat", "calibration", "heads_s",
                                     "calibration_s")}
@@ -165,6 +165,7 @@ def study_set(name: str, repeats: int, seed: int = 0, methods: tuple = METHODS, 
                 keep = OUT / "cut_probs" / f"{name}_{kind}_{noise}_{r}_{method}{split_tag(splits)}.npz"
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(keep, probs=p, noisy=noisy, flipped=flipped, folds=folds)  # rules can be tried offline
+                # (folds: the first split's; with more, split j is fold_ids(noisy, 5, seed + r + FOLD_SEED_STEP j))
                 base = {"set": name, "n": len(labels), "classes": k, "kind": kind, "noise": noise, "repeat": r,
                         "calibration": method, "fold_repeats": splits, "heads_s": round(heads_s, 2),
                         "calibration_s": round(cal_s, 3)}
@@ -264,6 +265,8 @@ def markdown(records: list[dict]) -> str:
 
 
 def main() -> None:
+    from audit.cli import fold_repeats_arg
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=["esc10", "esc50", "philharmonia", "fsdd-digits", "fsdd-speakers",
                                                    "words", "ravdess", "arabic-digits", "ukrainian-digits",
@@ -275,7 +278,7 @@ def main() -> None:
     p.add_argument("--calibrations", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--kinds", nargs="+", choices=sorted({k for k, _ in SETTINGS + TAG_SETTINGS}),
                    help="only these noise kinds (default: every one of SETTINGS and TAG_SETTINGS)")
-    p.add_argument("--fold-repeats", default="auto",
+    p.add_argument("--fold-repeats", default="auto", type=fold_repeats_arg,
                    help="fold splits averaged per fit, as a run's --fold-repeats (auto: the run's default; with "
                         "more than one, only calibration none)")
     p.add_argument("--json", default=str(OUT / "cut_study.json"))
