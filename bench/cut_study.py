@@ -6,10 +6,10 @@
 Per set (the sets of bench/embed_sets.py: class labels; tag sets with one tag per clip corrupted), noise
 setting (5% and 10% uniform and 5% confusable flips; tag sets 5% and 10% any tag, 5% confusable tags;
 `--kinds` picks) and repeat: the labels are flipped as `audit evaluate` flips them, the heads give out-of-fold
-probabilities at the run's defaults (`--fold-repeats auto`: as a run, the mean over 3 fold splits for class labels)
-(tag sets: with the step heads; one split there) and, with one split, the inner held-out probabilities
-calibration is fitted on (heads.inner_held_out_probs), and each calibration (none, temperature) x counting rule is scored on the
-same probabilities:
+probabilities at the run's defaults (`--fold-repeats auto`: as a run, the mean over 3 fold splits for class
+labels, one for tag sets, whose step heads join) and, with one split, the inner held-out probabilities
+calibration is fitted on (heads.inner_held_out_probs), and each calibration (none, temperature) x counting
+rule is scored on the same probabilities:
   - the ranking: AP of the label quality score (rank_by, the run's default) and the F1 of its best cut;
   - each rule's count against the true number of flips, and the F1 of the top of the ranking at that
     size (the flagged set a run with that rule would give): issue_count.py's three rules and their
@@ -106,12 +106,12 @@ def rescore(records: list[dict]) -> list[dict]:
     """The same fits (bench/out/cut_probs) scored again with the current rules."""
     out, seen = [], set()
     for rec in records:
-        key = (rec["set"], rec["kind"], rec["noise"], rec["repeat"], rec["calibration"], rec.get("fold_repeats", 1))
-        if key in seen:
+        splits = rec.get("fold_repeats", 1)  # records written before --fold-repeats: one split
+        key = (rec["set"], rec["kind"], rec["noise"], rec["repeat"], rec["calibration"])
+        if key + (splits,) in seen:
             continue
-        seen.add(key)
-        splits = rec.get("fold_repeats", 1)
-        with np.load(OUT / "cut_probs" / ("{}_{}_{}_{}_{}".format(*key[:5]) + split_tag(splits) + ".npz")) as f:
+        seen.add(key + (splits,))
+        with np.load(OUT / "cut_probs" / ("{}_{}_{}_{}_{}".format(*key) + split_tag(splits) + ".npz")) as f:
             p, noisy, flipped = f["probs"], f["noisy"], f["flipped"]
         base = {k: rec[k] for k in ("set", "n", "classes", "kind", "noise", "repeat", "calibration", "heads_s",
                                     "calibration_s")}
@@ -265,7 +265,7 @@ def markdown(records: list[dict]) -> str:
 
 
 def main() -> None:
-    from audit.cli import fold_repeats_arg
+    from audit.arg_types import fold_repeats_arg
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=["esc10", "esc50", "philharmonia", "fsdd-digits", "fsdd-speakers",
